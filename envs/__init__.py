@@ -1,0 +1,21 @@
+"""Task-distribution environments, installed as ``metarl.envs``.
+
+Importing this package (``import metarl`` does it) registers every distribution with Gymnasium under
+the ``metarl/`` namespace; the horizon H of each is its ``max_episode_steps``.
+"""
+
+from gymnasium.envs.registration import register, registry
+
+#: id -> (entry point, horizon H, default kwargs)
+TASK_DISTRIBUTIONS = {
+    "metarl/Sinusoid-v0": ("metarl.envs.sinusoid:SinusoidEnv", 1, {}),
+    "metarl/Navigation2D-v0": ("metarl.envs.navigation:Navigation2DEnv", 100, {}),
+    "metarl/HalfCheetahVel-v0": ("metarl.envs.half_cheetah:HalfCheetahVelEnv", 200, {}),
+    "metarl/HalfCheetahDir-v0": ("metarl.envs.half_cheetah:HalfCheetahDirEnv", 200, {}),
+    "metarl/Bandit-v0": ("metarl.envs.bandit:BanditEnv", 10, {"n_arms": 10, "n_pulls": 10}),
+    "metarl/TabularMDP-v0": ("metarl.envs.tabular_mdp:TabularMDPEnv", 10, {"n_states": 10, "n_actions": 5}),
+}
+
+for _id, (_entry, _horizon, _kwargs) in TASK_DISTRIBUTIONS.items():
+    if _id not in registry:
+        register(id=_id, entry_point=_entry, max_episode_steps=_horizon, kwargs=_kwargs)

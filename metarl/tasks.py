@@ -1,0 +1,95 @@
+"""The task definition: how a task distribution maps onto a Gymnasium environment.
+
+A task is T = {loss L, initial-state distribution q(x1), transitions q(x_{t+1} | x_t, a_t), horizon H}.
+
+* A *task distribution* is a ``gymnasium.Env`` that also has ``sample_tasks(n, rng)``,
+  ``set_task(task)`` and ``get_task()``. ``reset()`` draws x1 ~ q(x1 | task), ``step()`` is the
+  transition and returns reward = -L, and H is the ``max_episode_steps`` the env is registered with.
+* A *task* is a small, typed, picklable, comparable value (a frozen dataclass), drawn only from the
+  ``numpy.random.Generator`` passed in: no global random state anywhere.
+* Supervised regression is H = 1: ``reset()`` returns the input x, the action is the model's
+  prediction, ``step`` returns reward = -loss and ``info["target"]``, and the class names a
+  differentiable torch loss in ``supervised_loss`` so an inner loop can backpropagate through it.
+
+Any third-party environment with the three methods works everywhere ours do; :class:`TaskEnv` is
+an optional convenience base class. Environments may also offer a natively batched implementation
+(``batched_env_class``, a :class:`metarl.vector.BatchedTaskEnv`) that the collector uses instead of
+stepping single environments in a loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar, Sequence
+
+import gymnasium as gym
+import numpy as np
+
+REQUIRED_METHODS = ("sample_tasks", "set_task", "get_task")
+
+
+class TaskEnv(gym.Env):
+    """Optional base class for task distributions.
+
+    Subclasses implement ``sample_tasks``, ``set_task`` / ``get_task`` and, for the oracle
+    comparison, ``task_to_array`` (a fixed-length float vector describing the task).
+    """
+
+    #: The frozen dataclass type of this distribution's tasks.
+    task_type: ClassVar[type]
+    #: For supervised (H = 1) tasks: ``loss(prediction, target) -> per-sample loss`` (torch, differentiable).
+    supervised_loss: ClassVar[Callable | None] = None
+    #: A :class:`metarl.vector.BatchedTaskEnv` subclass stepping many copies without Python per env.
+    batched_env_class: ClassVar[type | None] = None
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list:
+        raise NotImplementedError
+
+    def set_task(self, task) -> None:
+        raise NotImplementedError
+
+    def get_task(self):
+        raise NotImplementedError
+
+    @staticmethod
+    def task_to_array(task) -> np.ndarray:
+        """The task as a float32 vector (what the oracle policy sees)."""
+        raise NotImplementedError
+
+
+def check_task_distribution(env: gym.Env, env_id: str = "") -> None:
+    """Raise a clear error if ``env`` lacks the task-distribution methods."""
+    base = env.unwrapped
+    missing = [m for m in REQUIRED_METHODS if not callable(getattr(base, m, None))]
+    if missing:
+        name = env_id or type(base).__name__
+        raise TypeError(
+            f"environment {name!r} ({type(base).__module__}.{type(base).__qualname__}) is not a task "
+            f"distribution: it lacks {', '.join(missing)}; expected methods "
+            f"sample_tasks(n, rng) -> list[Task], set_task(task), get_task()"
+        )
+
+
+def check_sample_tasks_args(n: int, rng: Any) -> None:
+    """Shared argument check for ``sample_tasks`` implementations."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"sample_tasks: n must be a non-negative integer, got {n!r}")
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(
+            f"sample_tasks: rng must be a numpy.random.Generator (e.g. numpy.random.default_rng(0)), "
+            f"got {type(rng).__name__}"
+        )
+
+
+def check_task_type(task: Any, expected: type, env_name: str) -> None:
+    if not isinstance(task, expected):
+        raise TypeError(f"{env_name}.set_task expected a {expected.__name__}, got {task!r}")
+
+
+def tasks_to_array(env: gym.Env, tasks: Sequence) -> np.ndarray:
+    """Stack ``task_to_array`` over tasks into a float32 array [n, task_dim]."""
+    fn = getattr(env.unwrapped, "task_to_array", None)
+    if fn is None:
+        raise TypeError(
+            f"{type(env.unwrapped).__name__} has no task_to_array(task); the oracle comparison needs it"
+        )
+    return np.stack([np.asarray(fn(t), dtype=np.float32) for t in tasks])

@@ -1,0 +1,218 @@
+"""Vector environments holding one task per sub-environment.
+
+The collector talks to one interface, :class:`BatchedTaskEnv`: numpy arrays in, numpy arrays out,
+no autoreset (the collector resets explicitly, so nothing leaks across episodes), and no time limit
+(the collector owns the horizon H). Fast task distributions implement it natively (numpy arrays, or
+many MuJoCo ``MjData`` stepped by threads); every other registered environment is wrapped by
+:class:`GymLoopVectorEnv`.
+
+Seeding follows Gymnasium exactly so that both paths give identical results: sub-environment i,
+seeded with the integer ``s_i``, draws from ``gymnasium.utils.seeding.np_random(s_i)``, the same
+generator a single environment builds in ``reset(seed=s_i)``; later resets continue that stream.
+Sub-environments never share a stream.
+
+Why not ``gymnasium.vector.SyncVectorEnv`` for the fallback: with autoreset disabled it refuses to
+step a sub-environment whose episode has ended, so a batch in which one episode terminates early
+(2D navigation) could only continue by resetting that sub-environment, which spends its random
+stream on an episode nobody uses and breaks equality with the native path. Stepping only the
+running sub-environments needs the loop below, which is what SyncVectorEnv does internally anyway.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.envs.registration import load_env_creator
+from gymnasium.utils import seeding
+
+from metarl.tasks import check_task_distribution
+
+
+class BatchedTaskEnv(ABC):
+    """``num_envs`` copies of one task distribution, each holding its own task.
+
+    Subclasses set ``single_observation_space`` and ``single_action_space`` and implement
+    :meth:`set_tasks`, :meth:`reset` and :meth:`step`; they draw sub-environment i's randomness from
+    ``self.rngs[i]`` in the same order the single environment draws from ``self.np_random``.
+    """
+
+    single_observation_space: gym.Space
+    single_action_space: gym.Space
+    #: for supervised (H = 1) distributions, the differentiable torch loss (copied from the env class)
+    supervised_loss = None
+
+    def __init__(self, num_envs: int):
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        self.num_envs = int(num_envs)
+        self.rngs: list[np.random.Generator] = [seeding.np_random(None)[0] for _ in range(self.num_envs)]
+        self.tasks: list = [None] * self.num_envs
+
+    def seed(self, seeds: Sequence[int]) -> None:
+        """Reseed each sub-environment as ``reset(seed=seeds[i])`` would seed a single env."""
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"seed() needs {self.num_envs} seeds, got {len(seeds)}")
+        self.rngs = [seeding.np_random(int(s))[0] for s in seeds]
+
+    def set_tasks(self, tasks: Sequence) -> None:
+        if len(tasks) != self.num_envs:
+            raise ValueError(f"set_tasks() needs one task per sub-environment ({self.num_envs}), got {len(tasks)}")
+        self.tasks = list(tasks)
+        self._tasks_changed()
+
+    def get_tasks(self) -> list:
+        return list(self.tasks)
+
+    def _tasks_changed(self) -> None:
+        """Hook: rebuild per-task arrays after :meth:`set_tasks`."""
+
+    @abstractmethod
+    def reset(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Reset every sub-environment; return observations [B, ...] and an info dict of arrays."""
+
+    @abstractmethod
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """Step every sub-environment: obs [B, ...], reward [B], terminated [B], truncated [B], info."""
+
+    def get_rng_state(self) -> list[dict]:
+        return [r.bit_generator.state for r in self.rngs]
+
+    def set_rng_state(self, states: list[dict]) -> None:
+        for r, s in zip(self.rngs, states, strict=True):
+            r.bit_generator.state = s
+
+    def close(self) -> None:
+        pass
+
+
+class GymLoopVectorEnv(BatchedTaskEnv):
+    """Any registered task environment, stepped one sub-environment at a time (the fallback)."""
+
+    def __init__(self, env_id: str, num_envs: int, **env_kwargs: Any):
+        super().__init__(num_envs)
+        self.env_id = env_id
+        self.envs = [gym.make(env_id, disable_env_checker=True, **env_kwargs) for _ in range(self.num_envs)]
+        check_task_distribution(self.envs[0], env_id)
+        self.single_observation_space = self.envs[0].observation_space
+        self.single_action_space = self.envs[0].action_space
+        self.supervised_loss = getattr(self.envs[0].unwrapped, "supervised_loss", None)
+        self._pending_seeds: list[int] | None = None
+        self._done = np.zeros(self.num_envs, dtype=bool)
+        self._last_obs: list | None = None
+
+    def seed(self, seeds: Sequence[int]) -> None:
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"seed() needs {self.num_envs} seeds, got {len(seeds)}")
+        self._pending_seeds = [int(s) for s in seeds]
+
+    def _tasks_changed(self) -> None:
+        for env, task in zip(self.envs, self.tasks):
+            env.unwrapped.set_task(task)
+
+    def reset(self):
+        seeds = self._pending_seeds or [None] * self.num_envs
+        self._pending_seeds = None
+        results = [env.reset(seed=s) for env, s in zip(self.envs, seeds)]
+        self._done[:] = False
+        self._last_obs = [r[0] for r in results]
+        return np.stack(self._last_obs), _stack_infos([r[1] for r in results])
+
+    def step(self, actions):
+        n = self.num_envs
+        reward = np.zeros(n)
+        terminated = np.zeros(n, dtype=bool)
+        truncated = np.zeros(n, dtype=bool)
+        infos: list[dict] = [{}] * n
+        for i, env in enumerate(self.envs):
+            if self._done[i]:
+                continue  # finished episodes are masked by the collector; do not step them
+            obs, r, term, trunc, info = env.step(actions[i])
+            self._last_obs[i] = obs
+            reward[i], terminated[i], truncated[i], infos[i] = r, term, trunc, info
+            self._done[i] = term or trunc
+        return np.stack(self._last_obs), reward, terminated, truncated, _stack_infos(infos)
+
+    def get_rng_state(self):
+        return [env.unwrapped.np_random.bit_generator.state for env in self.envs]
+
+    def set_rng_state(self, states):
+        for env, s in zip(self.envs, states, strict=True):
+            env.unwrapped.np_random.bit_generator.state = s
+
+    def close(self):
+        for env in self.envs:
+            env.close()
+
+
+def _stack_infos(infos: list[dict]) -> dict[str, np.ndarray]:
+    """Stack the numeric info entries (e.g. ``target``) into arrays [B, ...]; finished sub-envs get zeros."""
+    present = [i for i in infos if i]
+    if not present:
+        return {}
+    out = {}
+    for key, value in present[0].items():
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "biuf":
+            continue
+        filler = np.zeros_like(arr)
+        out[key] = np.stack([np.asarray(i.get(key, filler)) for i in infos])
+    return out
+
+
+def registered_task_env_ids(namespace: str | None = "metarl") -> list[str]:
+    """Ids of registered environments in ``namespace`` (all namespaces if None)."""
+    return sorted(k for k, s in gym.registry.items() if namespace is None or s.namespace == namespace)
+
+
+def env_spec(env_id: str) -> gym.envs.registration.EnvSpec:
+    """``gymnasium.spec`` with an error that lists what is registered."""
+    import metarl.envs  # noqa: F401  (registers metarl/...)
+
+    try:
+        return gym.spec(env_id)
+    except gym.error.Error as err:
+        known = ", ".join(registered_task_env_ids()) or "(none)"
+        raise ValueError(
+            f"unknown environment id {env_id!r} ({err}); registered task distributions: {known}. "
+            f"A third-party environment must be registered first (metarl CLI: --import MODULE)"
+        ) from None
+
+
+def horizon(env_id: str) -> int:
+    spec = env_spec(env_id)
+    if not spec.max_episode_steps or spec.max_episode_steps < 1:
+        raise ValueError(
+            f"environment {env_id!r} is registered without max_episode_steps; the horizon H of a task "
+            f"is its max_episode_steps, so register it with one"
+        )
+    return int(spec.max_episode_steps)
+
+
+def env_class(env_id: str) -> type:
+    spec = env_spec(env_id)
+    entry = spec.entry_point
+    return load_env_creator(entry) if isinstance(entry, str) else entry
+
+
+def make_vector_env(env_id: str, num_envs: int, backend: str = "auto", **env_kwargs: Any) -> BatchedTaskEnv:
+    """A vector env of ``num_envs`` sub-environments of ``env_id``.
+
+    backend: ``auto`` (native batched implementation when the env class has one, else the loop),
+    ``native`` (require it), or ``gym`` (always the loop over single Gymnasium envs).
+    """
+    if backend not in ("auto", "native", "gym"):
+        raise ValueError(f"vector backend must be one of auto, native, gym; got {backend!r}")
+    spec = env_spec(env_id)
+    cls = env_class(env_id)
+    batched = getattr(cls, "batched_env_class", None)
+    if backend == "native" and batched is None:
+        raise ValueError(f"environment {env_id!r} has no native batched implementation; use backend 'auto' or 'gym'")
+    if backend != "gym" and batched is not None:
+        kwargs = {**spec.kwargs, **env_kwargs}
+        venv = batched(num_envs, **kwargs)
+        venv.supervised_loss = getattr(cls, "supervised_loss", None)
+        return venv
+    return GymLoopVectorEnv(env_id, num_envs, **env_kwargs)
