@@ -197,6 +197,14 @@ def env_class(env_id: str) -> type:
     return load_env_creator(entry) if isinstance(entry, str) else entry
 
 
+def make_task_env(env_id: str, **env_kwargs: Any) -> gym.Env:
+    """One unwrapped single environment of ``env_id``, checked to be a task distribution."""
+    env_spec(env_id)
+    env = gym.make(env_id, disable_env_checker=True, **env_kwargs)
+    check_task_distribution(env, env_id)
+    return env.unwrapped
+
+
 def make_vector_env(env_id: str, num_envs: int, backend: str = "auto", **env_kwargs: Any) -> BatchedTaskEnv:
     """A vector env of ``num_envs`` sub-environments of ``env_id``.
 

@@ -1,0 +1,249 @@
+"""The one vectorized rollout collector every algorithm and task kind uses (H = 1 included).
+
+``Collector.collect(policy, tasks, episodes_per_task)`` runs ``len(tasks) * episodes_per_task``
+episodes in parallel, one per column, each sub-environment holding its column's task, and returns
+one :class:`EpisodeBatch` of time-major tensors [T, B, ...]. The policy is called once per time
+step for all columns; per-task (adapted) parameters are evaluated in one vmapped call.
+
+For RL² a column holds a *trial*: ``episodes_per_trial`` consecutive episodes of the same task,
+T = H * episodes_per_trial. Episode k of a trial occupies rows [k*H, (k+1)*H); an episode that
+terminates early leaves the rest of its slot masked (valid = 0), and every column resets at the
+same rows, so resets stay batched. A recurrent policy's hidden state starts at zero for every
+trial, is carried across the episodes of the trial and frozen on masked rows.
+
+The collector never knows which algorithm asked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from metarl.policies import Params, policy_forward
+from metarl.vector import BatchedTaskEnv, horizon as registered_horizon, make_task_env, make_vector_env
+
+
+@dataclass
+class EpisodeBatch:
+    """Episodes of many tasks, time-major. Column b belongs to task ``task_index[b]``."""
+
+    obs: torch.Tensor  #: [T, B, *obs_shape] float32
+    actions: torch.Tensor  #: [T, B, *act_shape] (float32, or int64 for discrete actions)
+    rewards: torch.Tensor  #: [T, B] float32, 0 on masked steps
+    valid: torch.Tensor  #: [T, B] float32, 1 where a real step happened
+    dones: torch.Tensor  #: [T, B] bool, True at the last valid step of every episode
+    log_probs: torch.Tensor  #: [T, B] log-probability of the action under the collecting policy
+    timesteps: torch.Tensor  #: [T, B] int64, step index within the episode
+    task_index: torch.Tensor  #: [B] int64
+    num_tasks: int
+    horizon: int
+    episodes_per_trial: int = 1
+    targets: torch.Tensor | None = None  #: [T, B, *target_shape] for supervised (H = 1) tasks
+    policy_inputs: torch.Tensor | None = None  #: [T, B, D] inputs fed to a recurrent policy
+
+    @property
+    def num_columns(self) -> int:
+        return self.valid.shape[1]
+
+    @property
+    def columns_per_task(self) -> int:
+        return self.num_columns // self.num_tasks
+
+    @property
+    def num_steps(self) -> int:
+        """Number of real environment steps in the batch."""
+        return int(self.valid.sum())
+
+    def episode_returns(self) -> torch.Tensor:
+        """Undiscounted return of every episode: [episodes_per_trial, B]."""
+        return self.rewards.reshape(self.episodes_per_trial, self.horizon, -1).sum(1)
+
+    def mean_return_per_task(self) -> torch.Tensor:
+        """Mean episode return of each task: [M]."""
+        per_column = self.episode_returns().mean(0)
+        return per_column.reshape(self.num_tasks, -1).mean(1)
+
+    def to(self, device) -> "EpisodeBatch":
+        kwargs = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kwargs[f.name] = value.to(device) if isinstance(value, torch.Tensor) else value
+        return EpisodeBatch(**kwargs)
+
+
+class Collector:
+    """Collects episodes of one task distribution; owns the vector envs and the random streams.
+
+    One ``seed`` makes every collection reproducible: sub-environment streams are derived from it
+    (never shared between sub-environments), and actions are sampled from a ``torch.Generator``
+    seeded with it. Vector envs are built on first use for each number of columns and kept.
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        seed: int = 0,
+        backend: str = "auto",
+        env_kwargs: dict | None = None,
+        horizon: int | None = None,
+    ):
+        self.env_id = env_id
+        self.backend = backend
+        self.env_kwargs = dict(env_kwargs or {})
+        self.seed = int(seed)
+        self.horizon = int(horizon) if horizon is not None else registered_horizon(env_id)
+        if self.horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {self.horizon}")
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self._venvs: dict[int, BatchedTaskEnv] = {}
+        #: one single environment, used for what is not per-step work (sample_tasks, task_to_array)
+        self.task_env = make_task_env(env_id, **self.env_kwargs)
+        self.observation_space = self.task_env.observation_space
+        self.action_space = self.task_env.action_space
+        self.supervised_loss = getattr(self.task_env, "supervised_loss", None)
+
+    @property
+    def supervised(self) -> bool:
+        return self.supervised_loss is not None
+
+    def _venv(self, num_envs: int) -> BatchedTaskEnv:
+        venv = self._venvs.get(num_envs)
+        if venv is None:
+            venv = make_vector_env(self.env_id, num_envs, backend=self.backend, **self.env_kwargs)
+            # Streams for a vector env of this size: distinct per sub-environment and per size.
+            seeds = np.random.SeedSequence([self.seed, num_envs]).generate_state(num_envs, dtype=np.uint32)
+            venv.seed([int(s) for s in seeds])
+            self._venvs[num_envs] = venv
+        return venv
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list:
+        """Tasks from the distribution (the environment's ``sample_tasks``)."""
+        return self.task_env.sample_tasks(n, rng)
+
+    def collect(
+        self,
+        policy: torch.nn.Module,
+        tasks: Sequence,
+        episodes_per_task: int = 1,
+        *,
+        params: Params | None = None,
+        per_task_params: bool = False,
+        episodes_per_trial: int = 1,
+        deterministic: bool = False,
+    ) -> EpisodeBatch:
+        """Run ``episodes_per_task`` episodes of every task in parallel.
+
+        params: None for the policy's own parameters; a dict of tensors for functional parameters;
+        with ``per_task_params`` every leaf has a leading dimension ``len(tasks)``.
+        episodes_per_trial: > 1 for RL² trials (consecutive episodes in one column).
+        """
+        num_tasks = len(tasks)
+        if num_tasks < 1:
+            raise ValueError("collect() needs at least one task")
+        if episodes_per_task < 1 or episodes_per_trial < 1 or episodes_per_task % episodes_per_trial:
+            raise ValueError(
+                f"episodes_per_task ({episodes_per_task}) must be a positive multiple of "
+                f"episodes_per_trial ({episodes_per_trial})"
+            )
+        cols_per_task = episodes_per_task // episodes_per_trial
+        n_cols = num_tasks * cols_per_task
+        H = self.horizon
+        T = H * episodes_per_trial
+        venv = self._venv(n_cols)
+        venv.set_tasks([task for task in tasks for _ in range(cols_per_task)])
+        recurrent = getattr(policy, "is_recurrent", False)
+        if recurrent and params is not None:
+            raise ValueError("recurrent policies are evaluated with their own parameters (params must be None)")
+
+        obs, info = venv.reset()
+        obs_buf = np.zeros((T, n_cols, *np.shape(obs)[1:]), dtype=np.float32)
+        rew_buf = np.zeros((T, n_cols), dtype=np.float32)
+        valid_buf = np.zeros((T, n_cols), dtype=np.float32)
+        done_buf = np.zeros((T, n_cols), dtype=bool)
+        act_buf = None
+        logp_buf = torch.zeros(T, n_cols)
+        target_buf = None
+        inputs_buf = None
+        running = np.ones(n_cols, dtype=bool)
+        if recurrent:
+            state = policy.initial_state(n_cols)
+            prev_action = torch.zeros((n_cols,) if policy.discrete else (n_cols, policy.action_dim))
+            prev_reward = torch.zeros(n_cols)
+            prev_done = torch.zeros(n_cols)
+
+        with torch.no_grad():
+            for t in range(T):
+                k = t % H
+                if k == 0 and t > 0:
+                    obs, info = venv.reset()
+                    running[:] = True
+                obs_buf[t] = obs
+                obs_t = torch.from_numpy(obs_buf[t])
+                if recurrent:
+                    inputs = policy.make_inputs(obs_t, prev_action, prev_reward, prev_done)
+                    out, new_state = policy.step(inputs, state)
+                    if inputs_buf is None:
+                        inputs_buf = torch.zeros(T, n_cols, inputs.shape[-1])
+                    inputs_buf[t] = inputs
+                else:
+                    out = policy_forward(policy, obs_t, params, num_tasks if per_task_params else None)
+                dist = policy.distribution(out)
+                action = dist.mode() if deterministic else dist.sample(self.generator)
+                logp_buf[t] = dist.log_prob(action)
+                action_np = action.numpy()
+                if act_buf is None:
+                    act_buf = np.zeros((T, *action_np.shape), dtype=action_np.dtype)
+                act_buf[t] = action_np
+                valid_buf[t] = running
+                obs, reward, terminated, truncated, info = venv.step(action_np)
+                rew_buf[t] = np.where(running, reward, 0.0)
+                if self.supervised:
+                    if target_buf is None:
+                        target_buf = np.zeros((T, *np.shape(info["target"])), dtype=np.float32)
+                    target_buf[t] = info["target"]
+                ended = terminated | truncated | (k == H - 1)
+                done_buf[t] = running & ended
+                if recurrent:
+                    run_t = torch.from_numpy(running)
+                    state = torch.where(run_t.unsqueeze(-1), new_state, state)
+                    prev_action = torch.where(run_t.view(-1, *[1] * (action.dim() - 1)), action, prev_action)
+                    prev_reward = torch.where(run_t, torch.from_numpy(rew_buf[t]), prev_reward)
+                    prev_done = torch.where(run_t, torch.from_numpy(done_buf[t]).float(), prev_done)
+                running &= ~ended
+
+        timesteps = torch.arange(T).remainder(H).unsqueeze(1).expand(T, n_cols)
+        return EpisodeBatch(
+            obs=torch.from_numpy(obs_buf),
+            actions=torch.from_numpy(act_buf),
+            rewards=torch.from_numpy(rew_buf),
+            valid=torch.from_numpy(valid_buf),
+            dones=torch.from_numpy(done_buf),
+            log_probs=logp_buf,
+            timesteps=timesteps,
+            task_index=torch.arange(num_tasks).repeat_interleave(cols_per_task),
+            num_tasks=num_tasks,
+            horizon=H,
+            episodes_per_trial=episodes_per_trial,
+            targets=None if target_buf is None else torch.from_numpy(target_buf),
+            policy_inputs=inputs_buf,
+        )
+
+    def get_rng_state(self) -> dict:
+        """Every random stream of the collector (for checkpoints and exact resume)."""
+        return {
+            "torch": self.generator.get_state(),
+            "envs": {n: v.get_rng_state() for n, v in self._venvs.items()},
+        }
+
+    def set_rng_state(self, state: dict) -> None:
+        self.generator.set_state(state["torch"])
+        for n, s in state["envs"].items():
+            self._venv(int(n)).set_rng_state(s)
+
+    def close(self) -> None:
+        for v in self._venvs.values():
+            v.close()
+        self._venvs.clear()

@@ -1,0 +1,216 @@
+"""Policies as ``nn.Module``s evaluated functionally.
+
+A policy's ``forward`` maps a batch of inputs to the tensors that parameterise its action
+distribution, and ``distribution(out)`` builds the distribution. Adapted parameters are plain dicts
+of tensors: :func:`policy_forward` evaluates the module with the module's own parameters, with one
+dict shared by every column, or with one dict per task (every leaf carries a leading task dimension
+[M, ...]) through ``torch.func.vmap`` over ``functional_call``, so all tasks' adapted policies run in
+one batched call.
+
+Columns of a batch are laid out task-major: column b belongs to task b // (B // M).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from metarl.distributions import Categorical, Deterministic, DiagGaussian
+
+Params = dict[str, torch.Tensor]
+
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def mlp(in_dim: int, out_dim: int, hidden_sizes: Sequence[int], activation: str) -> nn.Sequential:
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+    layers: list[nn.Module] = []
+    last = in_dim
+    for h in hidden_sizes:
+        layers += [nn.Linear(last, h), _ACTIVATIONS[activation]()]
+        last = h
+    layers.append(nn.Linear(last, out_dim))
+    return nn.Sequential(*layers)
+
+
+class Policy(nn.Module):
+    """Base class: ``forward(obs) -> distribution parameters``; ``distribution(out)``."""
+
+    is_recurrent = False
+
+    def distribution(self, out):
+        raise NotImplementedError
+
+    def params(self) -> Params:
+        """The module's own parameters as a dict (the meta-parameters θ)."""
+        return dict(self.named_parameters())
+
+
+class GaussianMLPPolicy(Policy):
+    """Gaussian policy: MLP mean and a learned state-independent log standard deviation."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_sizes=(100, 100), activation="relu", init_log_std=0.0):
+        super().__init__()
+        self.mean_net = mlp(obs_dim, act_dim, hidden_sizes, activation)
+        self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
+
+    def forward(self, obs: torch.Tensor):
+        mean = self.mean_net(obs)
+        return mean, self.log_std.expand_as(mean)
+
+    def distribution(self, out) -> DiagGaussian:
+        return DiagGaussian(*out)
+
+
+class CategoricalMLPPolicy(Policy):
+    """Categorical policy over ``n_actions`` discrete actions."""
+
+    def __init__(self, obs_dim: int, n_actions: int, hidden_sizes=(100, 100), activation="relu"):
+        super().__init__()
+        self.logits_net = mlp(obs_dim, n_actions, hidden_sizes, activation)
+
+    def forward(self, obs: torch.Tensor):
+        return self.logits_net(obs)
+
+    def distribution(self, out) -> Categorical:
+        return Categorical(out)
+
+
+class MLPRegressor(Policy):
+    """Deterministic regressor for supervised (H = 1) tasks: the action is the prediction."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_sizes=(40, 40), activation="relu"):
+        super().__init__()
+        self.net = mlp(in_dim, out_dim, hidden_sizes, activation)
+
+    def forward(self, obs: torch.Tensor):
+        return self.net(obs)
+
+    def distribution(self, out) -> Deterministic:
+        return Deterministic(out)
+
+
+def _space_dim(space: gym.Space) -> int:
+    if isinstance(space, gym.spaces.Box):
+        return int(np.prod(space.shape))
+    if isinstance(space, gym.spaces.Discrete):
+        return int(space.n)
+    raise TypeError(f"unsupported space {space}; expected a Box or Discrete space")
+
+
+def make_policy(
+    observation_space: gym.Space,
+    action_space: gym.Space,
+    supervised: bool,
+    hidden_sizes: Sequence[int] = (100, 100),
+    activation: str = "relu",
+    init_log_std: float = 0.0,
+) -> Policy:
+    """The default policy for a task distribution's spaces."""
+    obs_dim = _space_dim(observation_space)
+    if supervised:
+        return MLPRegressor(obs_dim, _space_dim(action_space), hidden_sizes, activation)
+    if isinstance(action_space, gym.spaces.Discrete):
+        return CategoricalMLPPolicy(obs_dim, int(action_space.n), hidden_sizes, activation)
+    if isinstance(action_space, gym.spaces.Box):
+        return GaussianMLPPolicy(obs_dim, _space_dim(action_space), hidden_sizes, activation, init_log_std)
+    raise TypeError(f"unsupported action space {action_space}; expected Box or Discrete")
+
+
+def policy_forward(policy: nn.Module, inputs: torch.Tensor, params: Params | None = None, num_tasks: int | None = None):
+    """Evaluate ``policy`` on ``inputs`` [*lead, B, D].
+
+    params None: the module's own parameters. params given and num_tasks None: one parameter dict for
+    every column. num_tasks = M: every leaf of params has a leading dimension M, and the B columns
+    (task-major) are split into M groups, each evaluated with its own parameters in one vmapped call.
+    """
+    if params is None:
+        return policy(inputs)
+    if num_tasks is None:
+        return functional_call(policy, params, (inputs,))
+    lead = inputs.shape[:-2]
+    n_cols = inputs.shape[-2]
+    if n_cols % num_tasks:
+        raise ValueError(f"{n_cols} columns cannot be split evenly into {num_tasks} tasks")
+    task_axis = len(lead)
+    grouped = inputs.reshape(*lead, num_tasks, n_cols // num_tasks, inputs.shape[-1])
+
+    def one_task(p, x):
+        return functional_call(policy, p, (x,))
+
+    out = vmap(one_task, in_dims=(0, task_axis), out_dims=task_axis)(params, grouped)
+    return _merge_task_axis(out, task_axis)
+
+
+def _merge_task_axis(out, axis: int):
+    if isinstance(out, tuple):
+        return tuple(_merge_task_axis(o, axis) for o in out)
+    shape = out.shape
+    return out.reshape(*shape[:axis], shape[axis] * shape[axis + 1], *shape[axis + 2 :])
+
+
+def stack_params(param_dicts: Sequence[Params]) -> Params:
+    """[dict per task] -> one dict whose leaves carry a leading task dimension."""
+    return {k: torch.stack([p[k] for p in param_dicts]) for k in param_dicts[0]}
+
+
+def expand_params(params: Params, num_tasks: int) -> Params:
+    """The same parameters for every task, as a per-task dict (views, differentiable)."""
+    return {k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in params.items()}
+
+
+class RecurrentPolicy(Policy):
+    """GRU policy for RL²: fed (observation, previous action, previous reward, done flag).
+
+    The hidden state is carried by the caller: the collector keeps it across the episodes of a
+    trial and starts every trial from :meth:`initial_state`. ``done`` is 1 at the first step after
+    any episode end, time-limit truncation included, so the policy can tell episodes apart.
+    """
+
+    is_recurrent = True
+
+    def __init__(self, obs_dim: int, action_space: gym.Space, hidden_size: int = 128, init_log_std: float = 0.0):
+        super().__init__()
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        self.action_dim = _space_dim(action_space)
+        self.hidden_size = hidden_size
+        self.input_dim = obs_dim + self.action_dim + 2
+        self.cell = nn.GRUCell(self.input_dim, hidden_size)
+        self.head = nn.Linear(hidden_size, self.action_dim)
+        if not self.discrete:
+            self.log_std = nn.Parameter(torch.full((self.action_dim,), float(init_log_std)))
+
+    def initial_state(self, batch_size: int) -> torch.Tensor:
+        return torch.zeros(batch_size, self.hidden_size)
+
+    def make_inputs(self, obs, prev_action, prev_reward, prev_done) -> torch.Tensor:
+        """Concatenate (obs, previous action [one-hot if discrete], previous reward, done flag)."""
+        if self.discrete:
+            prev_action = nn.functional.one_hot(prev_action.long(), self.action_dim).to(obs.dtype)
+        return torch.cat([obs, prev_action.to(obs.dtype), prev_reward.unsqueeze(-1), prev_done.unsqueeze(-1)], -1)
+
+    def _out(self, h):
+        out = self.head(h)
+        return out if self.discrete else (out, self.log_std.expand_as(out))
+
+    def step(self, inputs: torch.Tensor, state: torch.Tensor):
+        h = self.cell(inputs, state)
+        return self._out(h), h
+
+    def forward_sequence(self, inputs: torch.Tensor, state: torch.Tensor, valid: torch.Tensor):
+        """Outputs for a whole trial [T, B, ...]; the state is frozen on invalid (padded) steps."""
+        hs = []
+        for t in range(inputs.shape[0]):
+            h_new = self.cell(inputs[t], state)
+            state = torch.where(valid[t].bool().unsqueeze(-1), h_new, state)
+            hs.append(state)
+        return self._out(torch.stack(hs))
+
+    def distribution(self, out):
+        return Categorical(out) if self.discrete else DiagGaussian(*out)
