@@ -1,0 +1,273 @@
+"""MAML: differentiable inner adaptation and the outer (meta) update.
+
+Inner loop: k gradient steps from the meta-parameters θ, for every task at once. Adapted
+parameters are per-task dicts (each leaf has a leading task dimension M) evaluated with vmap, so
+the tasks of a meta-batch never run in a Python loop. The inner loss is REINFORCE with the linear
+feature baseline (RL tasks) or the task's differentiable loss on the K support samples (H = 1).
+The graph through the inner steps is kept (second order) unless ``first_order``.
+
+Outer update: TRPO on the post-update policies for RL (surrogate and KL computed through the
+adaptation, Fisher-vector products by double backward, line search under the KL bound), Adam for
+supervised tasks (and optionally for RL).
+
+RL episodes are collected once per meta-iteration with θ_old: for each inner step j, episodes with
+the parameters after j steps, then the post-update (query) episodes. The outer objective re-runs
+the adaptation from the current θ on those fixed inner batches, as in the MAML paper's code.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from metarl.baseline import LinearFeatureBaseline
+from metarl.collector import Collector, EpisodeBatch
+from metarl.policies import Params, Policy, expand_params, policy_forward
+from metarl.returns import discounted_returns, gae, normalize_per_column_group
+from metarl.trpo import trpo_step
+
+
+@dataclass
+class InnerData:
+    """One inner step's episodes with their (fixed) advantages."""
+
+    batch: EpisodeBatch
+    advantages: torch.Tensor | None  # [T, B]; None for supervised tasks
+
+
+class MAML:
+    """Model-agnostic meta-learning for one task distribution.
+
+    ``cfg`` is a :class:`metarl.config.MAMLConfig`.
+    """
+
+    def __init__(self, policy: Policy, collector: Collector, cfg, device: str | torch.device = "cpu"):
+        self.policy = policy
+        self.collector = collector
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.supervised = collector.supervised
+        self.loss_fn = collector.supervised_loss
+        self.baseline = LinearFeatureBaseline()
+        # Meta-SGD: one learned inner learning rate per parameter entry.
+        self.inner_lrs: torch.nn.ParameterDict | None = None
+        if cfg.learn_inner_lr:
+            self.inner_lrs = torch.nn.ParameterDict(
+                {k.replace(".", "__"): torch.nn.Parameter(torch.full_like(v, cfg.inner_lr)) for k, v in policy.named_parameters()}
+            )
+        self.optimizer = None
+        if self.supervised or cfg.outer == "adam":
+            self.optimizer = torch.optim.Adam(self.meta_parameters(), lr=cfg.outer_lr)
+
+    # ------------------------------------------------------------------ parameters
+    def meta_parameters(self) -> list[torch.nn.Parameter]:
+        params = list(self.policy.parameters())
+        if self.inner_lrs is not None:
+            params += list(self.inner_lrs.parameters())
+        return params
+
+    def _lr(self, name: str, lr: float | None):
+        if lr is not None:
+            return lr
+        if self.inner_lrs is not None:
+            return self.inner_lrs[name.replace(".", "__")]
+        return self.cfg.inner_lr
+
+    # ------------------------------------------------------------------ inner loop
+    def inner_loss(self, params: Params, data: InnerData, num_tasks: int) -> torch.Tensor:
+        """Per-task inner loss [M] of per-task ``params`` on ``data``."""
+        batch = data.batch
+        if self.supervised:
+            pred = policy_forward(self.policy, batch.obs, params, num_tasks)
+            loss = self.loss_fn(pred, batch.targets) * batch.valid  # [T, B]
+            return _per_task_mean(loss, batch.valid, num_tasks)
+        dist = self.policy.distribution(policy_forward(self.policy, batch.obs, params, num_tasks))
+        logp = dist.log_prob(batch.actions)
+        return -_per_task_mean(logp * data.advantages, batch.valid, num_tasks)
+
+    def inner_step(self, params: Params, data: InnerData, num_tasks: int, create_graph: bool, lr: float | None = None) -> Params:
+        """One gradient step for every task: θ_i' = θ_i - α ∇L_i(θ_i)."""
+        loss = self.inner_loss(params, data, num_tasks).sum()  # tasks are independent: sum gives per-task grads
+        names = list(params)
+        grads = torch.autograd.grad(loss, [params[k] for k in names], create_graph=create_graph)
+        if not create_graph:
+            grads = [g.detach() for g in grads]
+        return {k: params[k] - self._lr(k, lr) * g for k, g in zip(names, grads)}
+
+    def adapt(
+        self,
+        inner_data: Sequence[InnerData],
+        num_tasks: int,
+        first_order: bool | None = None,
+        params: Params | None = None,
+    ) -> Params:
+        """Adapted per-task parameters after one step on each element of ``inner_data``."""
+        first_order = self.cfg.first_order if first_order is None else first_order
+        params = expand_params(params if params is not None else self.policy.params(), num_tasks)
+        for data in inner_data:
+            params = self.inner_step(params, data, num_tasks, create_graph=not first_order)
+        return params
+
+    # ------------------------------------------------------------------ data
+    def advantages(self, batch: EpisodeBatch) -> torch.Tensor:
+        """Baseline-subtracted returns (or GAE), normalised per task; no gradient."""
+        cfg = self.cfg
+        returns = discounted_returns(batch.rewards, batch.dones, cfg.gamma, batch.valid)
+        values = self.baseline.fit_predict(batch.obs, returns, batch.valid, batch.timesteps, batch.num_tasks)
+        if cfg.gae_lambda < 1.0:
+            adv, _ = gae(batch.rewards, values, batch.dones, cfg.gamma, cfg.gae_lambda, batch.valid)
+        else:
+            adv = (returns - values) * batch.valid
+        if cfg.normalize_advantages:
+            adv = normalize_per_column_group(adv, batch.valid, batch.num_tasks)
+        return adv.detach()
+
+    def collect_inner(self, tasks, params: Params | None, episodes: int) -> InnerData:
+        batch = self.collector.collect(
+            self.policy, tasks, episodes, params=params, per_task_params=params is not None
+        ).to(self.device)
+        return InnerData(batch, None if self.supervised else self.advantages(batch))
+
+    def sample_adaptation_data(self, tasks, inner_steps: int, lrs: Sequence[float] | None = None):
+        """Collect the inner batches of ``inner_steps`` steps, adapting with θ as it is now.
+
+        Returns (inner data per step, parameters after the last step, detached). For supervised
+        tasks every step reuses the same K support samples (the few-shot setting).
+        """
+        cfg = self.cfg
+        M = len(tasks)
+        params = None
+        inner: list[InnerData] = []
+        for j in range(inner_steps):
+            if self.supervised and inner:
+                data = inner[0]
+            else:
+                data = self.collect_inner(tasks, params, cfg.episodes_per_task)
+            inner.append(data)
+            base = expand_params({k: v.detach() for k, v in self.policy.params().items()}, M) if params is None else params
+            with torch.enable_grad():
+                base = {k: v.detach().requires_grad_(True) for k, v in base.items()}
+                lr = None if lrs is None else lrs[j]
+                params = {k: v.detach() for k, v in self.inner_step(base, data, M, create_graph=False, lr=lr).items()}
+        return inner, params
+
+    # ------------------------------------------------------------------ outer update
+    def train_iteration(self, rng: np.random.Generator) -> dict[str, float]:
+        """One meta-iteration; returns the scalars to log."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        tasks = self.collector.sample_tasks(cfg.meta_batch_size, rng)
+        inner, adapted = self.sample_adaptation_data(tasks, cfg.inner_steps)
+        query_eps = cfg.query_episodes_per_task or cfg.episodes_per_task
+        query = self.collect_inner(tasks, adapted, query_eps)
+        t_sample = time.perf_counter() - t0
+        stats = self._pre_post_stats(inner, query, len(tasks))
+        t1 = time.perf_counter()
+        if self.supervised:
+            stats.update(self._adam_supervised(inner, query, len(tasks)))
+        elif cfg.outer == "adam":
+            stats.update(self._adam_rl(inner, query, len(tasks)))
+        else:
+            stats.update(self._trpo(inner, query, len(tasks)))
+        stats["time/sampling_s"] = t_sample
+        stats["time/update_s"] = time.perf_counter() - t1
+        steps = sum(d.batch.num_steps for d in inner if not self.supervised) + query.batch.num_steps
+        stats["env_steps"] = float(steps)
+        return stats
+
+    def _pre_post_stats(self, inner: list[InnerData], query: InnerData, M: int) -> dict[str, float]:
+        if self.supervised:
+            with torch.no_grad():
+                params = expand_params(self.policy.params(), M)
+                pre = self.inner_loss(params, query, M).mean()
+            return {"pre_update/loss": float(pre)}
+        pre = inner[0].batch.mean_return_per_task().mean() if inner else query.batch.mean_return_per_task().mean()
+        post = query.batch.mean_return_per_task().mean()
+        return {"pre_update/return": float(pre), "post_update/return": float(post)}
+
+    def _adam_supervised(self, inner, query, M) -> dict[str, float]:
+        self.optimizer.zero_grad()
+        params = self.adapt(inner, M)
+        loss = self.inner_loss(params, query, M).mean()
+        loss.backward()
+        self.optimizer.step()
+        return {"post_update/loss": float(loss.detach())}
+
+    def _surrogate_and_kl(self, inner, query: InnerData, M: int, old_dist):
+        params = self.adapt(inner, M)
+        batch = query.batch
+        dist = self.policy.distribution(policy_forward(self.policy, batch.obs, params, M))
+        ratio = torch.exp(dist.log_prob(batch.actions) - batch.log_probs)
+        loss = -_per_task_mean(ratio * query.advantages, batch.valid, M).mean()
+        kl = None
+        if old_dist is not None:
+            kl = _per_task_mean(old_dist.kl(dist) * batch.valid, batch.valid, M).mean()
+        return loss, kl, dist
+
+    def _adam_rl(self, inner, query, M) -> dict[str, float]:
+        self.optimizer.zero_grad()
+        loss, _, _ = self._surrogate_and_kl(inner, query, M, None)
+        loss.backward()
+        self.optimizer.step()
+        return {"surrogate": float(-loss.detach())}
+
+    def _trpo(self, inner, query, M) -> dict[str, float]:
+        cfg = self.cfg
+        _, _, old = self._surrogate_and_kl(inner, query, M, None)
+        old_dist = old.detach()
+        params = self.meta_parameters()
+        cache: dict = {}
+
+        def evaluate():
+            # The surrogate and the KL share one adaptation; reuse it until θ changes.
+            key = tuple(p._version for p in params)
+            if cache.get("key") != key:
+                loss, kl, _ = self._surrogate_and_kl(inner, query, M, old_dist)
+                cache.update(key=key, loss=loss, kl=kl)
+            return cache["loss"], cache["kl"]
+
+        info = trpo_step(
+            params,
+            loss_fn=lambda: evaluate()[0],
+            kl_fn=lambda: evaluate()[1],
+            max_kl=cfg.max_kl,
+            cg_iters=cfg.cg_iters,
+            cg_damping=cfg.cg_damping,
+            backtrack_ratio=cfg.ls_backtrack_ratio,
+            max_backtracks=cfg.ls_max_steps,
+        )
+        cache.clear()
+        return {
+            "surrogate_before": -info.loss_before,
+            "surrogate_after": -info.loss_after,
+            "kl": info.kl_after,
+            "line_search/accepted": float(info.accepted),
+            "line_search/backtracks": float(info.backtracks),
+        }
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {
+            "policy": self.policy.state_dict(),
+            "inner_lrs": None if self.inner_lrs is None else self.inner_lrs.state_dict(),
+            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy.load_state_dict(state["policy"])
+        if self.inner_lrs is not None and state.get("inner_lrs") is not None:
+            self.inner_lrs.load_state_dict(state["inner_lrs"])
+        if self.optimizer is not None and state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+
+
+def _per_task_mean(x: torch.Tensor, valid: torch.Tensor, num_tasks: int) -> torch.Tensor:
+    """Mean of x [T, B] over the valid steps of each task's columns: [M]."""
+    T, B = valid.shape
+    num = x.reshape(T, num_tasks, B // num_tasks).sum((0, 2))
+    den = valid.reshape(T, num_tasks, B // num_tasks).sum((0, 2)).clamp_min(1.0)
+    return num / den

@@ -1,0 +1,208 @@
+"""``metarl train``: build an experiment from its config and run it in a run directory.
+
+A run directory holds ``config.yaml`` (the resolved config), ``progress.csv``, TensorBoard events in
+``tb/`` and checkpoints in ``checkpoints/``. Every random stream derives from ``cfg.seed``:
+policy initialisation, task sampling and the collector's streams are separate children of one
+``numpy.random.SeedSequence``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from metarl.checkpoint import CheckpointError, list_checkpoints, load_latest_checkpoint, save_checkpoint
+from metarl.collector import Collector
+from metarl.config import ExperimentConfig, config_from_dict, config_to_dict, dump_yaml
+from metarl.logger import RunLogger
+from metarl.policies import make_policy
+
+
+class RunError(RuntimeError):
+    """A problem with the run directory or the run itself, reported as one line by the CLI."""
+
+
+@dataclass
+class Experiment:
+    cfg: ExperimentConfig
+    collector: Collector
+    policy: torch.nn.Module
+    algo: object
+    task_rng: np.random.Generator
+
+
+def seed_streams(seed: int) -> dict[str, np.random.SeedSequence]:
+    children = np.random.SeedSequence(seed).spawn(4)
+    return dict(zip(("init", "tasks", "collector", "eval"), children))
+
+
+def configure_threads(num_threads: int | None) -> int:
+    n = num_threads or os.cpu_count() or 1
+    torch.set_num_threads(n)
+    return n
+
+
+def build_experiment(cfg: ExperimentConfig) -> Experiment:
+    """Collector, policy and algorithm for ``cfg`` (no files touched)."""
+    streams = seed_streams(cfg.seed)
+    collector = Collector(
+        cfg.env.id,
+        seed=int(streams["collector"].generate_state(1)[0]),
+        backend=cfg.collector.backend,
+        env_kwargs=cfg.env.kwargs,
+        horizon=cfg.env.horizon,
+    )
+    init_seed = int(streams["init"].generate_state(1)[0])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        policy = build_policy(cfg, collector)
+    policy.to(cfg.collector.device)
+    if cfg.algo == "maml":
+        from metarl.maml import MAML
+
+        algo = MAML(policy, collector, cfg.maml, device=cfg.collector.device)
+    else:
+        raise RunError(f"algo {cfg.algo!r} is not available yet in this version of metarl; use 'maml'")
+    task_rng = np.random.default_rng(streams["tasks"])
+    return Experiment(cfg, collector, policy, algo, task_rng)
+
+
+def build_policy(cfg: ExperimentConfig, collector: Collector) -> torch.nn.Module:
+    p = cfg.policy
+    return make_policy(
+        collector.observation_space,
+        collector.action_space,
+        supervised=collector.supervised,
+        hidden_sizes=p.hidden_sizes,
+        activation=p.activation,
+        init_log_std=p.init_log_std,
+    )
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    has_run = (run_dir / "config.yaml").exists() or (run_dir / "progress.csv").exists()
+    if resume:
+        if not list_checkpoints(run_dir):
+            raise RunError(f"--resume: no checkpoint in {run_dir}/checkpoints; nothing to resume")
+        return
+    if has_run and not overwrite:
+        raise RunError(f"run directory {run_dir} already holds a run; pass --resume to continue it or --overwrite to replace it")
+    if has_run and overwrite:
+        for name in ("checkpoints", "tb", "eval", "progress.csv", "config.yaml"):
+            target = run_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _checkpoint_state(exp: Experiment, iteration: int, env_steps: int) -> dict:
+    return {
+        "algo": exp.algo.state_dict(),
+        "env_steps": env_steps,
+        "task_rng": exp.task_rng.bit_generator.state,
+        "collector_rng": exp.collector.get_rng_state(),
+        "config": config_to_dict(exp.cfg),
+    }
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM ask the loop to stop after the current iteration (and checkpoint)."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:  # second signal: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def train(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
+    run_dir = Path(run_dir)
+    prepare_run_dir(run_dir, resume, overwrite)
+    start_iteration, env_steps = 0, 0
+    state = None
+    if resume:
+        try:
+            state = load_latest_checkpoint(run_dir)
+        except CheckpointError as err:
+            raise RunError(str(err)) from None
+        cfg = config_from_dict(state["config"])
+        start_iteration, env_steps = state["iteration"], state["env_steps"]
+    configure_threads(cfg.collector.num_threads)
+    exp = build_experiment(cfg)
+    if state is not None:
+        exp.algo.load_state_dict(state["algo"])
+        exp.task_rng.bit_generator.state = state["task_rng"]
+        exp.collector.set_rng_state(state["collector_rng"])
+    else:
+        (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+
+    logger = RunLogger(run_dir, resume_iteration=start_iteration if resume else None)
+    tc = cfg.train
+    progress = None
+    if tc.show_progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=tc.iterations, initial=start_iteration, desc="meta-iterations", dynamic_ncols=True, file=sys.stderr)
+    iteration = start_iteration
+    try:
+        with _StopRequest() as stop:
+            while iteration < tc.iterations and not stop.requested:
+                stats = exp.algo.train_iteration(exp.task_rng)
+                _check_finite(stats, iteration + 1)
+                iteration += 1
+                env_steps += int(stats.pop("env_steps", 0))
+                stats["env_steps_total"] = float(env_steps)
+                if iteration % tc.log_every == 0 or iteration == tc.iterations:
+                    logger.log(iteration, stats)
+                if progress is not None:
+                    progress.update(1)
+                    key = "post_update/return" if "post_update/return" in stats else "post_update/loss"
+                    progress.set_postfix({key.split("/")[-1]: f"{stats.get(key, float('nan')):.3f}"})
+                if tc.checkpoint_every and iteration % tc.checkpoint_every == 0:
+                    save_checkpoint(run_dir, iteration, _checkpoint_state(exp, iteration, env_steps), tc.keep_checkpoints)
+            if not list_checkpoints(run_dir) or list_checkpoints(run_dir)[-1][0] != iteration:
+                save_checkpoint(run_dir, iteration, _checkpoint_state(exp, iteration, env_steps), tc.keep_checkpoints)
+    finally:
+        if progress is not None:
+            progress.close()
+        logger.close()
+        exp.collector.close()
+    return run_dir
+
+
+def _check_finite(stats: dict[str, float], iteration: int) -> None:
+    for key, value in stats.items():
+        if value is not None and not np.isfinite(value):
+            raise RunError(f"non-finite {key} ({value}) at iteration {iteration}; the last good checkpoint is kept")
+
+
+def load_run_config(run_dir: str | Path) -> ExperimentConfig:
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise RunError(f"{run_dir} is not a run directory (no config.yaml)")
+    return config_from_dict(yaml.safe_load(path.read_text()))
