@@ -132,28 +132,36 @@ class MAML:
         ).to(self.device)
         return InnerData(batch, None if self.supervised else self.advantages(batch))
 
-    def sample_adaptation_data(self, tasks, inner_steps: int, lrs: Sequence[float] | None = None):
-        """Collect the inner batches of ``inner_steps`` steps, adapting with θ as it is now.
+    def inner_step_detached(self, params: Params | None, data: InnerData, num_tasks: int, lr: float | None = None) -> Params:
+        """One inner step from ``params`` (None: θ) without keeping any graph (sampling, evaluation)."""
+        if params is None:
+            params = expand_params(self.policy.params(), num_tasks)
+        with torch.enable_grad():
+            base = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+            new = self.inner_step(base, data, num_tasks, create_graph=False, lr=lr)
+        return {k: v.detach() for k, v in new.items()}
 
-        Returns (inner data per step, parameters after the last step, detached). For supervised
-        tasks every step reuses the same K support samples (the few-shot setting).
+    def rollout_adaptation(self, tasks, steps: int, episodes: int, final_episodes: int, lrs: Sequence[float] | None = None):
+        """Adapt θ for ``steps`` steps on every task, collecting fresh data before each step.
+
+        Returns ``steps + 1`` InnerData: element j was collected with the parameters after j steps
+        (the last with ``final_episodes`` episodes, the post-update / query data). For supervised
+        tasks every step reuses the first K support samples (the few-shot setting), and the last
+        element is a fresh query set.
         """
-        cfg = self.cfg
         M = len(tasks)
         params = None
-        inner: list[InnerData] = []
-        for j in range(inner_steps):
-            if self.supervised and inner:
-                data = inner[0]
+        out: list[InnerData] = []
+        for j in range(steps + 1):
+            n = final_episodes if j == steps else episodes
+            if self.supervised and 0 < j < steps:
+                data = out[0]
             else:
-                data = self.collect_inner(tasks, params, cfg.episodes_per_task)
-            inner.append(data)
-            base = expand_params({k: v.detach() for k, v in self.policy.params().items()}, M) if params is None else params
-            with torch.enable_grad():
-                base = {k: v.detach().requires_grad_(True) for k, v in base.items()}
-                lr = None if lrs is None else lrs[j]
-                params = {k: v.detach() for k, v in self.inner_step(base, data, M, create_graph=False, lr=lr).items()}
-        return inner, params
+                data = self.collect_inner(tasks, params, n)
+            out.append(data)
+            if j < steps:
+                params = self.inner_step_detached(params, data, M, lr=None if lrs is None else lrs[j])
+        return out
 
     # ------------------------------------------------------------------ outer update
     def train_iteration(self, rng: np.random.Generator) -> dict[str, float]:
@@ -161,9 +169,8 @@ class MAML:
         cfg = self.cfg
         t0 = time.perf_counter()
         tasks = self.collector.sample_tasks(cfg.meta_batch_size, rng)
-        inner, adapted = self.sample_adaptation_data(tasks, cfg.inner_steps)
         query_eps = cfg.query_episodes_per_task or cfg.episodes_per_task
-        query = self.collect_inner(tasks, adapted, query_eps)
+        *inner, query = self.rollout_adaptation(tasks, cfg.inner_steps, cfg.episodes_per_task, query_eps)
         t_sample = time.perf_counter() - t0
         stats = self._pre_post_stats(inner, query, len(tasks))
         t1 = time.perf_counter()
