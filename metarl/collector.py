@@ -89,8 +89,11 @@ class Collector:
         backend: str = "auto",
         env_kwargs: dict | None = None,
         horizon: int | None = None,
+        oracle: bool = False,
     ):
         self.env_id = env_id
+        #: task-in-observation variant: every observation ends with the task's features (oracle policies)
+        self.oracle = oracle
         self.backend = backend
         self.env_kwargs = dict(env_kwargs or {})
         self.seed = int(seed)
@@ -101,6 +104,10 @@ class Collector:
         self._venvs: dict[int, BatchedTaskEnv] = {}
         #: one single environment, used for what is not per-step work (sample_tasks, task_to_array)
         self.task_env = make_task_env(env_id, **self.env_kwargs)
+        if oracle:
+            from metarl.oracle import TaskInObservation
+
+            self.task_env = TaskInObservation(self.task_env)
         self.observation_space = self.task_env.observation_space
         self.action_space = self.task_env.action_space
         self.supervised_loss = getattr(self.task_env, "supervised_loss", None)
@@ -112,7 +119,12 @@ class Collector:
     def _venv(self, num_envs: int) -> BatchedTaskEnv:
         venv = self._venvs.get(num_envs)
         if venv is None:
-            venv = make_vector_env(self.env_id, num_envs, backend=self.backend, **self.env_kwargs)
+            if self.oracle:
+                from metarl.oracle import make_oracle_vector_env
+
+                venv = make_oracle_vector_env(self.env_id, num_envs, backend=self.backend, **self.env_kwargs)
+            else:
+                venv = make_vector_env(self.env_id, num_envs, backend=self.backend, **self.env_kwargs)
             # Streams for a vector env of this size: distinct per sub-environment and per size.
             seeds = np.random.SeedSequence([self.seed, num_envs]).generate_state(num_envs, dtype=np.uint32)
             venv.seed([int(s) for s in seeds])

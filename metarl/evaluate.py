@@ -20,10 +20,6 @@ import numpy as np
 import torch
 
 from metarl.collector import Collector
-from metarl.maml import MAML
-
-#: query points per task for supervised evaluation (more points, less noise in the curve)
-EVAL_QUERY_POINTS = 100
 
 CSV_COLUMNS = ["method", "step", "mean", "std", "ci95_low", "ci95_high", "n_tasks"]
 
@@ -53,40 +49,7 @@ def summarize(values: np.ndarray) -> dict[str, float]:
     return {"mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half, "n_tasks": n}
 
 
-def inner_lr_schedule(steps: int, first: float, after_first: float | None) -> list[float]:
-    return [first if j == 0 or after_first is None else after_first for j in range(steps)]
-
-
-def adaptation_curve(algo: MAML, tasks: Sequence, steps: int, lrs: Sequence[float], episodes: int) -> np.ndarray:
-    """Per-task performance after 0..steps inner steps: array [steps + 1, n_tasks].
-
-    RL: mean episode return of fresh episodes collected after each step. Supervised: loss on a
-    fresh query set of EVAL_QUERY_POINTS points, after steps on the same K support points.
-    """
-    M = len(tasks)
-    if not algo.supervised:
-        data = algo.rollout_adaptation(tasks, steps, episodes, episodes, lrs)
-        return np.stack([d.batch.mean_return_per_task().numpy() for d in data])
-    support = algo.collect_inner(tasks, None, episodes)
-    query = algo.collect_inner(tasks, None, EVAL_QUERY_POINTS)
-    params = None
-    rows = []
-    for j in range(steps + 1):
-        with torch.no_grad():
-            p = params if params is not None else _expand_theta(algo, M)
-            rows.append(algo.inner_loss(p, query, M).numpy())
-        if j < steps:
-            params = algo.inner_step_detached(params, support, M, lr=lrs[j])
-    return np.stack(rows)
-
-
-def _expand_theta(algo: MAML, M: int):
-    from metarl.policies import expand_params
-
-    return expand_params(algo.policy.params(), M)
-
-
-def write_results(out_dir: Path, curves: dict[str, np.ndarray], metric: str, title: str) -> dict:
+def write_results(out_dir: Path, curves: dict[str, np.ndarray], metric: str, title: str, x_label: str = "gradient steps") -> dict:
     """adaptation.csv, adaptation_per_task.csv, summary.json and adaptation.png in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -104,13 +67,13 @@ def write_results(out_dir: Path, curves: dict[str, np.ndarray], metric: str, tit
             for step in range(values.shape[0]):
                 for task, v in enumerate(values[step]):
                     w.writerow([method, step, task, repr(float(v))])
-    summary = {"metric": metric, "title": title, "curves": {m: [r for r in rows if r["method"] == m] for m in curves}}
+    summary = {"metric": metric, "title": title, "x_label": x_label, "curves": {m: [r for r in rows if r["method"] == m] for m in curves}}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    plot_curves({m: [r for r in rows if r["method"] == m] for m in curves}, metric, title, out_dir / "adaptation.png")
+    plot_curves(summary["curves"], metric, title, out_dir / "adaptation.png", x_label)
     return summary
 
 
-def plot_curves(curves: dict[str, list[dict]], metric: str, title: str, path: Path) -> None:
+def plot_curves(curves: dict[str, list[dict]], metric: str, title: str, path: Path, x_label: str = "gradient steps") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,7 +88,7 @@ def plot_curves(curves: dict[str, list[dict]], metric: str, title: str, path: Pa
         high = np.array([r["ci95_high"] for r in rows])
         if np.all(np.isfinite(low)):
             ax.fill_between(steps, low, high, alpha=0.2)
-    ax.set_xlabel("gradient steps on the new task")
+    ax.set_xlabel(x_label)
     ax.set_ylabel(metric + " (mean over test tasks, 95% CI)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -135,30 +98,16 @@ def plot_curves(curves: dict[str, list[dict]], metric: str, title: str, path: Pa
     plt.close(fig)
 
 
-def evaluate_run(
-    run_dir: str | Path,
-    steps: int | None = None,
-    tasks: int | None = None,
-    seed: int | None = None,
-    checkpoint: int | None = None,
-    overrides: Sequence[str] = (),
-    compare: Sequence[str] = (),
-) -> dict:
-    """``metarl evaluate``: curves of the run (``maml``) and of a randomly initialised policy."""
+def _load_run(run_dir: Path, checkpoint: int | None, overrides: Sequence[str] = ()):
+    """(config, experiment with the checkpoint's state loaded, iteration) of a run directory."""
     from metarl.checkpoint import CheckpointError, load_latest_checkpoint
     from metarl.config import parse_override, set_by_path, validate_config
-    from metarl.train import RunError, build_experiment, build_policy, load_run_config
+    from metarl.train import RunError, build_experiment, load_run_config
 
-    run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     for item in overrides:
         cfg = set_by_path(cfg, *parse_override(item))
     validate_config(cfg)
-    ev = cfg.eval
-    ev = replace(ev, steps=ev.steps if steps is None else steps, tasks=ev.tasks if tasks is None else tasks,
-                 seed=ev.seed if seed is None else seed)
-    if ev.steps < 0 or ev.tasks < 1:
-        raise RunError(f"evaluate needs steps >= 0 and tasks >= 1, got steps={ev.steps}, tasks={ev.tasks}")
     exp = build_experiment(cfg)
     try:
         state = load_latest_checkpoint(run_dir, checkpoint)
@@ -168,33 +117,59 @@ def evaluate_run(
         state = None  # iteration 0: evaluating the initial meta-parameters is allowed
     if state is not None:
         exp.algo.load_state_dict(state["algo"])
-    iteration = 0 if state is None else state["iteration"]
+    return cfg, exp, 0 if state is None else state["iteration"]
 
-    curves = evaluate_methods(cfg, ev, exp.policy, build_policy)
-    metric = "loss" if exp.collector.supervised else "return"
+
+def _eval_collector(cfg, ev) -> Collector:
+    # Every method gets a fresh collector with the same seed: common random numbers across methods.
+    return Collector(cfg.env.id, seed=ev.seed, backend=cfg.collector.backend, env_kwargs=cfg.env.kwargs, horizon=cfg.env.horizon)
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    steps: int | None = None,
+    tasks: int | None = None,
+    seed: int | None = None,
+    checkpoint: int | None = None,
+    overrides: Sequence[str] = (),
+    compare: Sequence[str | Path] = (),
+    out_dir: str | Path | None = None,
+) -> dict:
+    """``metarl evaluate``: the run's curve, a random initialisation adapted the same way (for
+    gradient-based runs), and the curves of the ``compare`` runs, all on the same test tasks."""
+    from metarl.train import RunError, build_policy
+
+    run_dir = Path(run_dir)
+    cfg, exp, iteration = _load_run(run_dir, checkpoint, overrides)
+    ev = replace(cfg.eval, steps=cfg.eval.steps if steps is None else steps,
+                 tasks=cfg.eval.tasks if tasks is None else tasks, seed=cfg.eval.seed if seed is None else seed)
+    if ev.steps < 0 or ev.tasks < 1:
+        raise RunError(f"evaluate needs --steps >= 0 and --tasks >= 1, got steps={ev.steps}, tasks={ev.tasks}")
+    test_tasks = _eval_collector(cfg, ev).sample_tasks(ev.tasks, np.random.default_rng(ev.seed))
+
+    curves: dict[str, np.ndarray] = {cfg.algo: exp.algo.adaptation_curve(test_tasks, _eval_collector(cfg, ev), ev)}
+    if cfg.algo in ("maml", "pretrain"):
+        from metarl.maml import MAML
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(ev.seed + 1)
+            random_policy = build_policy(cfg, exp.collector)
+        random_algo = MAML(random_policy, exp.collector, cfg.maml)
+        curves["random"] = random_algo.adaptation_curve(test_tasks, _eval_collector(cfg, ev), ev)
+    for other in compare:
+        other = Path(other)
+        ocfg, oexp, _ = _load_run(other, None)
+        if ocfg.env.id != cfg.env.id:
+            raise RunError(f"--compare {other}: its environment is {ocfg.env.id}, not {cfg.env.id}")
+        name = ocfg.algo if ocfg.algo not in curves else f"{ocfg.algo} ({other.name})"
+        curves[name] = oexp.algo.adaptation_curve(test_tasks, _eval_collector(ocfg, ev), ev)
+
+    metric = getattr(exp.algo, "metric", "return")
     title = f"{cfg.env.id} (iteration {iteration})"
-    summary = write_results(run_dir / "eval", curves, metric, title)
+    out = Path(out_dir) if out_dir is not None else run_dir / "eval"
+    summary = write_results(out, curves, metric, title, getattr(exp.algo, "curve_x_label", "gradient steps"))
     for method, rows in summary["curves"].items():
         line = "  ".join(f"{r['step']}: {r['mean']:.3f}" for r in rows)
-        print(f"{method:>10} {metric} by step  {line}")
-    print(f"wrote {run_dir / 'eval'}/adaptation.csv, adaptation_per_task.csv, summary.json, adaptation.png")
+        print(f"{method:>12} {metric} by step  {line}")
+    print(f"wrote {out}/adaptation.csv, adaptation_per_task.csv, summary.json, adaptation.png")
     return summary
-
-
-def evaluate_methods(cfg, ev, policy, build_policy) -> dict[str, np.ndarray]:
-    """Curves of the meta-trained ``policy`` and of a random initialisation, on the same test tasks."""
-    mc = cfg.maml
-    episodes = ev.episodes_per_task or mc.episodes_per_task
-    first = ev.inner_lr if ev.inner_lr is not None else mc.inner_lr
-    lrs = inner_lr_schedule(ev.steps, first, ev.inner_lr_after_first)
-    curves = {}
-    collector = Collector(cfg.env.id, seed=ev.seed, backend=cfg.collector.backend, env_kwargs=cfg.env.kwargs, horizon=cfg.env.horizon)
-    test_tasks = collector.sample_tasks(ev.tasks, np.random.default_rng(ev.seed))
-    eval_cfg = replace(mc, learn_inner_lr=False)
-    curves["maml"] = adaptation_curve(MAML(policy, collector, eval_cfg), test_tasks, ev.steps, lrs, episodes)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(ev.seed + 1)
-        random_policy = build_policy(cfg, collector)
-    collector = Collector(cfg.env.id, seed=ev.seed, backend=cfg.collector.backend, env_kwargs=cfg.env.kwargs, horizon=cfg.env.horizon)
-    curves["random"] = adaptation_curve(MAML(random_policy, collector, eval_cfg), test_tasks, ev.steps, lrs, episodes)
-    return curves

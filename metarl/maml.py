@@ -18,7 +18,7 @@ the adaptation from the current θ on those fixed inner batches, as in the MAML 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -29,6 +29,10 @@ from metarl.collector import Collector, EpisodeBatch
 from metarl.policies import Params, Policy, expand_params, policy_forward
 from metarl.returns import discounted_returns, gae, normalize_per_column_group
 from metarl.trpo import trpo_step
+
+
+#: query points per task when evaluating supervised tasks (more points, less noise in the curve)
+EVAL_QUERY_POINTS = 100
 
 
 @dataclass
@@ -42,8 +46,11 @@ class InnerData:
 class MAML:
     """Model-agnostic meta-learning for one task distribution.
 
-    ``cfg`` is a :class:`metarl.config.MAMLConfig`.
+    ``cfg`` is a :class:`metarl.config.MAMLConfig`. With ``inner_steps = 0`` it is plain multi-task
+    pretraining (``algo: pretrain``): the outer update then optimises θ itself on the task mixture.
     """
+
+    curve_x_label = "gradient steps on the new task"
 
     def __init__(self, policy: Policy, collector: Collector, cfg, device: str | torch.device = "cpu"):
         self.policy = policy
@@ -51,6 +58,7 @@ class MAML:
         self.cfg = cfg
         self.device = torch.device(device)
         self.supervised = collector.supervised
+        self.metric = "loss" if self.supervised else "return"
         self.loss_fn = collector.supervised_loss
         self.baseline = LinearFeatureBaseline()
         # Meta-SGD: one learned inner learning rate per parameter entry.
@@ -255,6 +263,36 @@ class MAML:
             "line_search/accepted": float(info.accepted),
             "line_search/backtracks": float(info.backtracks),
         }
+
+    # ------------------------------------------------------------------ evaluation
+    def adaptation_curve(self, tasks, collector: Collector, ev) -> np.ndarray:
+        """Performance after 0..ev.steps inner steps on held-out tasks: [steps + 1, n_tasks].
+
+        RL: mean return of fresh episodes collected after each step. Supervised: loss on a fresh
+        query set of ``EVAL_QUERY_POINTS`` points after steps on the same K support points.
+        The inner learning rate is ``ev.inner_lr`` (default ``maml.inner_lr``) for the first step
+        and ``ev.inner_lr_after_first`` (default the same) after it.
+        """
+        cfg = self.cfg
+        episodes = ev.episodes_per_task or cfg.episodes_per_task
+        first = ev.inner_lr if ev.inner_lr is not None else cfg.inner_lr
+        lrs = [first if j == 0 or ev.inner_lr_after_first is None else ev.inner_lr_after_first for j in range(ev.steps)]
+        algo = MAML(self.policy, collector, replace(cfg, learn_inner_lr=False), device=self.device)
+        M = len(tasks)
+        if not algo.supervised:
+            data = algo.rollout_adaptation(tasks, ev.steps, episodes, episodes, lrs)
+            return np.stack([d.batch.mean_return_per_task().cpu().numpy() for d in data])
+        support = algo.collect_inner(tasks, None, episodes)
+        query = algo.collect_inner(tasks, None, EVAL_QUERY_POINTS)
+        params = None
+        rows = []
+        for j in range(ev.steps + 1):
+            with torch.no_grad():
+                p = params if params is not None else expand_params(self.policy.params(), M)
+                rows.append(algo.inner_loss(p, query, M).cpu().numpy())
+            if j < ev.steps:
+                params = algo.inner_step_detached(params, support, M, lr=lrs[j])
+        return np.stack(rows)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:

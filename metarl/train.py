@@ -12,7 +12,7 @@ import os
 import shutil
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -65,18 +65,41 @@ def build_experiment(cfg: ExperimentConfig) -> Experiment:
         torch.manual_seed(init_seed)
         policy = build_policy(cfg, collector)
     policy.to(cfg.collector.device)
-    if cfg.algo == "maml":
-        from metarl.maml import MAML
-
-        algo = MAML(policy, collector, cfg.maml, device=cfg.collector.device)
-    else:
-        raise RunError(f"algo {cfg.algo!r} is not available yet in this version of metarl; use 'maml'")
+    algo = build_algorithm(cfg, collector, policy)
     task_rng = np.random.default_rng(streams["tasks"])
     return Experiment(cfg, collector, policy, algo, task_rng)
 
 
+def build_algorithm(cfg: ExperimentConfig, collector: Collector, policy: torch.nn.Module):
+    """The training algorithm named by ``cfg.algo`` (see metarl.algorithm.Algorithm)."""
+    if cfg.algo in ("maml", "pretrain"):
+        from metarl.maml import MAML
+
+        mc = cfg.maml
+        if cfg.algo == "pretrain":
+            # Pretraining = the same outer optimiser on the task mixture with no inner step, and the
+            # same environment-step budget per iteration (inner + query episodes as one batch).
+            mc = replace(mc, inner_steps=0, query_episodes_per_task=(mc.query_episodes_per_task or mc.episodes_per_task)
+                         + mc.inner_steps * mc.episodes_per_task * (0 if collector.supervised else 1))
+        return MAML(policy, collector, mc, device=cfg.collector.device)
+    if cfg.algo == "rl2":
+        from metarl.rl2 import RL2
+
+        return RL2(policy, collector, cfg.rl2, device=cfg.collector.device)
+    if cfg.algo == "oracle":
+        from metarl.oracle_train import OracleTrainer
+
+        return OracleTrainer(cfg, collector)
+    raise RunError(f"unknown algo {cfg.algo!r}; expected maml, pretrain, rl2 or oracle")
+
+
 def build_policy(cfg: ExperimentConfig, collector: Collector) -> torch.nn.Module:
     p = cfg.policy
+    if cfg.algo == "rl2":
+        from metarl.policies import RecurrentPolicy, _space_dim
+
+        return RecurrentPolicy(_space_dim(collector.observation_space), collector.action_space,
+                               hidden_size=p.recurrent_hidden_size, init_log_std=p.init_log_std)
     return make_policy(
         collector.observation_space,
         collector.action_space,

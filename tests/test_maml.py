@@ -167,7 +167,7 @@ def _train_sinusoid(inner_steps: int, iterations: int, seed: int = 0):
 
 
 def test_sinusoid_maml_beats_pretraining_after_one_step():
-    from metarl.evaluate import adaptation_curve
+    from metarl.config import EvalConfig
 
     maml = _train_sinusoid(inner_steps=1, iterations=1500)
     # inner_steps = 0 is plain multi-task pretraining on the same tasks with the same budget
@@ -176,8 +176,8 @@ def test_sinusoid_maml_beats_pretraining_after_one_step():
     tasks = collector.sample_tasks(100, np.random.default_rng(12345))
     curves = {}
     for name, algo in (("maml", maml), ("pretrained", pretrained)):
-        algo = MAML(algo.policy, collector, replace(algo.cfg, inner_steps=1))
-        curves[name] = adaptation_curve(algo, tasks, steps=1, lrs=[0.01], episodes=10).mean(1)
+        ev = EvalConfig(tasks=100, steps=1, inner_lr=0.01, episodes_per_task=10)
+        curves[name] = algo.adaptation_curve(tasks, collector, ev).mean(1)
     pre, post = curves["maml"]
     assert post < 0.6 * pre, curves
     assert post < 0.75 * curves["pretrained"][1], curves
