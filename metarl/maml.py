@@ -67,6 +67,8 @@ class MAML:
             self.inner_lrs = torch.nn.ParameterDict(
                 {k.replace(".", "__"): torch.nn.Parameter(torch.full_like(v, cfg.inner_lr)) for k, v in policy.named_parameters()}
             )
+        #: wall-clock seconds by phase in the current iteration (sampling includes advantage fitting)
+        self._seconds = {"sampling": 0.0, "adaptation": 0.0}
         self.optimizer = None
         if self.supervised or cfg.outer == "adam":
             self.optimizer = torch.optim.Adam(self.meta_parameters(), lr=cfg.outer_lr)
@@ -135,18 +137,23 @@ class MAML:
         return adv.detach()
 
     def collect_inner(self, tasks, params: Params | None, episodes: int) -> InnerData:
+        t = time.perf_counter()
         batch = self.collector.collect(
             self.policy, tasks, episodes, params=params, per_task_params=params is not None
         ).to(self.device)
-        return InnerData(batch, None if self.supervised else self.advantages(batch))
+        data = InnerData(batch, None if self.supervised else self.advantages(batch))
+        self._seconds["sampling"] += time.perf_counter() - t
+        return data
 
     def inner_step_detached(self, params: Params | None, data: InnerData, num_tasks: int, lr: float | None = None) -> Params:
         """One inner step from ``params`` (None: θ) without keeping any graph (sampling, evaluation)."""
+        t = time.perf_counter()
         if params is None:
             params = expand_params(self.policy.params(), num_tasks)
         with torch.enable_grad():
             base = {k: v.detach().requires_grad_(True) for k, v in params.items()}
             new = self.inner_step(base, data, num_tasks, create_graph=False, lr=lr)
+        self._seconds["adaptation"] += time.perf_counter() - t
         return {k: v.detach() for k, v in new.items()}
 
     def rollout_adaptation(self, tasks, steps: int, episodes: int, final_episodes: int, lrs: Sequence[float] | None = None):
@@ -175,11 +182,10 @@ class MAML:
     def train_iteration(self, rng: np.random.Generator) -> dict[str, float]:
         """One meta-iteration; returns the scalars to log."""
         cfg = self.cfg
-        t0 = time.perf_counter()
+        self._seconds = {"sampling": 0.0, "adaptation": 0.0}
         tasks = self.collector.sample_tasks(cfg.meta_batch_size, rng)
         query_eps = cfg.query_episodes_per_task or cfg.episodes_per_task
         *inner, query = self.rollout_adaptation(tasks, cfg.inner_steps, cfg.episodes_per_task, query_eps)
-        t_sample = time.perf_counter() - t0
         stats = self._pre_post_stats(inner, query, len(tasks))
         t1 = time.perf_counter()
         if self.supervised:
@@ -188,7 +194,8 @@ class MAML:
             stats.update(self._adam_rl(inner, query, len(tasks)))
         else:
             stats.update(self._trpo(inner, query, len(tasks)))
-        stats["time/sampling_s"] = t_sample
+        stats["time/sampling_s"] = self._seconds["sampling"]
+        stats["time/adaptation_s"] = self._seconds["adaptation"]
         stats["time/update_s"] = time.perf_counter() - t1
         steps = sum(d.batch.num_steps for d in inner if not self.supervised) + query.batch.num_steps
         stats["env_steps"] = float(steps)

@@ -1,0 +1,118 @@
+"""``metarl bench``: speed figures measured in one run, printed as one JSON line each.
+
+* ``collect``: env-steps/s of the Collector (policy in the loop, all columns in parallel) against the
+  open-loop ``mujoco.rollout`` limit for the same model, batch size and thread count, and their ratio.
+* ``maml``: seconds per meta-iteration of a config, split into sampling / inner adaptation / outer update.
+* ``sinusoid``: milliseconds per meta-iteration of the MAML-paper sinusoid setting.
+
+Absolute times depend on the machine; ratios measured in the same run are what carry over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+
+
+def _machine() -> dict:
+    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
+            "torch": torch.__version__}
+
+
+def bench_collect(env_id: str = "metarl/HalfCheetahVel-v0", num_tasks: int = 40, episodes_per_task: int = 20,
+                  hidden_sizes=(100, 100), repeats: int = 2, backend: str = "auto") -> dict:
+    """Closed-loop collection vs the open-loop physics limit (MuJoCo envs) for the same batch."""
+    from metarl.collector import Collector
+    from metarl.policies import make_policy
+
+    collector = Collector(env_id, seed=0, backend=backend)
+    tasks = collector.sample_tasks(num_tasks, np.random.default_rng(0))
+    policy = make_policy(collector.observation_space, collector.action_space, collector.supervised, hidden_sizes)
+    collector.collect(policy, tasks, episodes_per_task)  # warm-up: builds the vector env and thread pool
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        batch = collector.collect(policy, tasks, episodes_per_task)
+        best = min(best, time.perf_counter() - t)
+    steps = batch.num_steps
+    out = {"bench": "collect", "env": env_id, "batch": num_tasks * episodes_per_task, "horizon": collector.horizon,
+           "collector_steps_per_s": steps / best}
+    venv = collector._venv(num_tasks * episodes_per_task)
+    if hasattr(venv, "model") and hasattr(venv, "get_state"):
+        limit = _open_loop_limit(venv, collector.horizon, repeats)
+        out.update(open_loop_steps_per_s=limit, ratio=out["collector_steps_per_s"] / limit)
+    collector.close()
+    return {**out, **_machine()}
+
+
+def _open_loop_limit(venv, horizon: int, repeats: int) -> float:
+    """env-steps/s of one open-loop ``mujoco.rollout`` call over the whole batch and horizon."""
+    import mujoco
+    import mujoco.rollout
+
+    venv.reset()
+    state0 = np.ascontiguousarray(venv.get_state())
+    B, model, fs = state0.shape[0], venv.model, venv.frame_skip
+    threads = getattr(venv, "num_threads", os.cpu_count() or 1)
+    actions = np.random.default_rng(0).uniform(-1, 1, (B, horizon, model.nu))
+    control = np.ascontiguousarray(np.repeat(actions, fs, axis=1))
+    out = np.empty((B, horizon * fs, state0.shape[1]))
+    datas = [mujoco.MjData(model) for _ in range(max(threads, 1))]
+    roll = mujoco.rollout.Rollout(nthread=threads if threads > 1 else 0)
+    best = float("inf")
+    try:
+        for _ in range(repeats + 1):  # the first call warms the pool up
+            t = time.perf_counter()
+            roll.rollout([model] * B, datas, state0, control, control_spec=mujoco.mjtState.mjSTATE_CTRL.value,
+                         skip_checks=True, nstep=horizon * fs, state=out)
+            best = min(best, time.perf_counter() - t)
+    finally:
+        roll.close()
+    return B * horizon / best
+
+
+def bench_maml(config: str = "experiments/navigation2d_maml.yaml", iterations: int = 3, overrides=()) -> dict:
+    """Seconds per meta-iteration (after one warm-up iteration), split by phase."""
+    from metarl.config import load_config
+    from metarl.train import build_experiment
+
+    cfg = load_config(config, list(overrides))
+    exp = build_experiment(cfg)
+    exp.algo.train_iteration(exp.task_rng)  # warm-up
+    totals: dict[str, float] = {}
+    t0 = time.perf_counter()
+    for _ in range(iterations):
+        stats = exp.algo.train_iteration(exp.task_rng)
+        for k, v in stats.items():
+            if k.startswith("time/"):
+                totals[k] = totals.get(k, 0.0) + v
+    wall = (time.perf_counter() - t0) / iterations
+    out = {"bench": "maml", "config": config, "overrides": list(overrides), "seconds_per_iteration": wall}
+    out.update({k.replace("time/", "").replace("_s", "") + "_s": v / iterations for k, v in totals.items()})
+    exp.collector.close()
+    return {**out, **_machine()}
+
+
+def bench_sinusoid(iterations: int = 300) -> dict:
+    """Milliseconds per meta-iteration: meta-batch 25, K = 10, one inner step, 2x40 ReLU, Adam."""
+    r = bench_maml("experiments/sinusoid_maml.yaml", iterations)
+    return {"bench": "sinusoid", "ms_per_iteration": 1000 * r["seconds_per_iteration"],
+            **{k: v for k, v in r.items() if k.endswith("_s") and k != "seconds_per_iteration"}, **_machine()}
+
+
+def run(which: list[str], args) -> None:
+    for name in which:
+        if name == "collect":
+            result = bench_collect(args.env, args.tasks, args.episodes, repeats=args.repeats, backend=args.backend)
+        elif name == "maml":
+            result = bench_maml(args.config, args.iterations, args.set or [])
+        elif name == "sinusoid":
+            result = bench_sinusoid()
+        else:
+            raise ValueError(f"unknown benchmark {name!r}; expected collect, maml or sinusoid")
+        print(json.dumps(result), flush=True)
