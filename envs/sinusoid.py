@@ -63,6 +63,17 @@ def mse_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ((prediction - target) ** 2).mean(dim=-1)
 
 
+def _inputs_from_uniform(u: np.ndarray) -> np.ndarray:
+    """x ~ U[-5, 5] from U[0, 1) draws, as float32.
+
+    ``low + (high - low) * u`` is how numpy's ``Generator.uniform`` maps its draw, so the values are
+    the same as ``rng.uniform(-5, 5)``; one scalar ``rng.random()`` per sub-env is the cheapest draw
+    that keeps every sub-env on its own stream (this runs for every column of every collection).
+    """
+    low, high = INPUT_RANGE
+    return (low + (high - low) * u).astype(np.float32)
+
+
 def _targets(x: np.ndarray, amplitude: np.ndarray, phase: np.ndarray) -> np.ndarray:
     """y = A sin(x - phi) from the float32 input the model sees, computed in float64, returned float32.
 
@@ -121,7 +132,7 @@ class SinusoidEnv(TaskEnv):
         super().reset(seed=seed)
         # One generator call per reset keeps the env cheap and fixes the draw order the batched
         # env reproduces.
-        self._x = self.np_random.uniform(*INPUT_RANGE, size=1).astype(np.float32)
+        self._x = _inputs_from_uniform(np.array([self.np_random.random()]))
         self._target = _targets(self._x, self._task.amplitude, self._task.phase)
         return self._x.copy(), {}
 
@@ -172,7 +183,8 @@ class BatchedSinusoidEnv(BatchedTaskEnv):
     def reset(self):
         # Each sub-env must draw from its own generator, so this is one call per sub-env (at reset
         # only; steps are fully vectorized).
-        self._x = np.stack([rng.uniform(*INPUT_RANGE, size=1) for rng in self.rngs]).astype(np.float32)
+        u = np.fromiter((rng.random() for rng in self.rngs), dtype=np.float64, count=self.num_envs)
+        self._x = _inputs_from_uniform(u)[:, None]
         self._target = _targets(self._x, self._amplitude, self._phase)
         self._done[:] = False
         self._was_reset = True
