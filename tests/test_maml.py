@@ -181,3 +181,26 @@ def test_sinusoid_maml_beats_pretraining_after_one_step():
     pre, post = curves["maml"]
     assert post < 0.6 * pre, curves
     assert post < 0.75 * curves["pretrained"][1], curves
+
+
+def test_navigation_maml_learns_to_adapt_in_a_few_iterations():
+    from metarl.config import EvalConfig, load_config
+    from metarl.train import build_experiment
+
+    cfg = load_config("experiments/navigation2d_maml.yaml",
+                      ["maml.meta_batch_size=10", "maml.episodes_per_task=10", "policy.hidden_sizes=[64,64]"])
+    exp = build_experiment(cfg)
+    ev = EvalConfig(tasks=20, steps=1, inner_lr=0.1, episodes_per_task=10)
+
+    def curve():
+        collector = Collector(cfg.env.id, seed=7)
+        tasks = collector.sample_tasks(20, np.random.default_rng(7))
+        return exp.algo.adaptation_curve(tasks, collector, ev).mean(1)
+
+    before = curve()
+    for _ in range(15):
+        exp.algo.train_iteration(exp.task_rng)
+    after = curve()
+    # One gradient step now helps clearly, and the adapted policy is far better than at the start.
+    assert after[1] > after[0] + 5.0, (before, after)
+    assert after[1] > before[1] + 50.0, (before, after)
