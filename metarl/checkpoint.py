@@ -24,6 +24,14 @@ class CheckpointError(RuntimeError):
     pass
 
 
+class CheckpointVersionError(CheckpointError):
+    """A readable checkpoint of another layout version: reported, never skipped silently."""
+
+
+class CheckpointWarning(UserWarning):
+    """An unreadable checkpoint was skipped in favour of the previous one."""
+
+
 def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
@@ -57,17 +65,25 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # truncated or corrupt file
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err})") from None
-    version = state.get("format_version") if isinstance(state, dict) else None
+        # torch's messages run to several sentences; the first one says what went wrong
+        detail = (str(err).strip().splitlines() or [""])[0].split(". ")[0]
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {detail})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} cannot be read (it holds a {type(state).__name__}, not a dict)")
+    version = state.get("format_version")
     if version != FORMAT_VERSION:
-        raise CheckpointError(
+        raise CheckpointVersionError(
             f"checkpoint {path} has format version {version!r}; this metarl reads version {FORMAT_VERSION}"
         )
     return state
 
 
 def load_latest_checkpoint(run_dir: str | Path, iteration: int | None = None) -> dict:
-    """The newest readable checkpoint (or the one of ``iteration``); warns about unreadable ones."""
+    """The newest readable checkpoint (or the one of ``iteration``); warns about unreadable ones.
+
+    A checkpoint of another format version is an error, not skipped: falling back to an older
+    checkpoint would silently throw away the progress recorded in the newer one.
+    """
     found = list_checkpoints(run_dir)
     if iteration is not None:
         found = [(i, p) for i, p in found if i == iteration]
@@ -78,10 +94,12 @@ def load_latest_checkpoint(run_dir: str | Path, iteration: int | None = None) ->
     for _, path in reversed(found):
         try:
             return load_checkpoint(path)
+        except CheckpointVersionError:
+            raise
         except CheckpointError as err:
             if iteration is not None:
                 raise
-            warnings.warn(f"{err}; falling back to the previous checkpoint", stacklevel=2)
+            warnings.warn(f"{err}; falling back to the previous checkpoint", CheckpointWarning, stacklevel=2)
     raise CheckpointError(f"no readable checkpoint in {checkpoint_dir(run_dir)}")
 
 

@@ -275,6 +275,11 @@ class Collector:
 
     def set_rng_state(self, state: dict) -> None:
         self.generator.set_state(state["torch"])
+        saved = {int(n) for n in state["envs"]}
+        # A vector env built after the state was taken must start again from its seed, as it would
+        # have when first built.
+        for n in [n for n in self._venvs if n not in saved]:
+            self._venvs.pop(n).close()
         for n, s in state["envs"].items():
             self._venv(int(n)).set_rng_state(s)
 

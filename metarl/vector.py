@@ -20,6 +20,7 @@ running sub-environments needs the loop below, which is what SyncVectorEnv does 
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from typing import Any, Sequence
 
@@ -94,7 +95,9 @@ class GymLoopVectorEnv(BatchedTaskEnv):
     def __init__(self, env_id: str, num_envs: int, **env_kwargs: Any):
         super().__init__(num_envs)
         self.env_id = env_id
-        self.envs = [gym.make(env_id, disable_env_checker=True, **env_kwargs) for _ in range(self.num_envs)]
+        # No TimeLimit wrapper: the collector owns the horizon, which may exceed max_episode_steps.
+        spec = dataclasses.replace(env_spec(env_id), max_episode_steps=None)
+        self.envs = [gym.make(spec, disable_env_checker=True, **env_kwargs) for _ in range(self.num_envs)]
         check_task_distribution(self.envs[0], env_id)
         self.single_observation_space = self.envs[0].observation_space
         self.single_action_space = self.envs[0].action_space
@@ -136,11 +139,14 @@ class GymLoopVectorEnv(BatchedTaskEnv):
         return np.stack(self._last_obs), reward, terminated, truncated, _stack_infos(infos)
 
     def get_rng_state(self):
+        if self._pending_seeds is not None:  # seeded but not reset yet: the streams the seeds start
+            return [seeding.np_random(s)[0].bit_generator.state for s in self._pending_seeds]
         return [env.unwrapped.np_random.bit_generator.state for env in self.envs]
 
     def set_rng_state(self, states):
         for env, s in zip(self.envs, states, strict=True):
             env.unwrapped.np_random.bit_generator.state = s
+        self._pending_seeds = None  # the restored streams replace any seeds not yet applied
 
     def close(self):
         for env in self.envs:
