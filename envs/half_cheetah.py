@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 
 import mujoco
 import mujoco.rollout  # a submodule that `import mujoco` does not load
+import gymnasium as gym
 import numpy as np
 from gymnasium import spaces, utils
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
@@ -207,6 +208,8 @@ class HalfCheetahVelEnv(_HalfCheetahTaskEnv):
     #: used until set_task is called (the middle of the task range)
     default_task = HalfCheetahVelTask(1.0)
     GOAL_LOW, GOAL_HIGH = 0.0, 2.0
+    #: bounds of task_to_array (the oracle's extra observation features)
+    task_space = gym.spaces.Box(GOAL_LOW, GOAL_HIGH, shape=(1,), dtype=np.float32)
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[HalfCheetahVelTask]:
         check_sample_tasks_args(n, rng)
@@ -230,6 +233,8 @@ class HalfCheetahDirEnv(_HalfCheetahTaskEnv):
     task_type = HalfCheetahDirTask
     #: used until set_task is called (forward, like v5)
     default_task = HalfCheetahDirTask(1)
+    #: bounds of task_to_array (the oracle's extra observation features)
+    task_space = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[HalfCheetahDirTask]:
         check_sample_tasks_args(n, rng)
@@ -424,6 +429,8 @@ class BatchedHalfCheetahVel(_BatchedHalfCheetah):
     """Batched :class:`HalfCheetahVelEnv`."""
 
     single_env_class = HalfCheetahVelEnv
+    task_to_array = staticmethod(HalfCheetahVelEnv.task_to_array)
+    task_space = HalfCheetahVelEnv.task_space
 
     @staticmethod
     def _param_of(task: HalfCheetahVelTask) -> float:
@@ -434,6 +441,8 @@ class BatchedHalfCheetahDir(_BatchedHalfCheetah):
     """Batched :class:`HalfCheetahDirEnv`."""
 
     single_env_class = HalfCheetahDirEnv
+    task_to_array = staticmethod(HalfCheetahDirEnv.task_to_array)
+    task_space = HalfCheetahDirEnv.task_space
 
     @staticmethod
     def _param_of(task: HalfCheetahDirTask) -> float:

@@ -1,4 +1,4 @@
-"""The ``metarl`` command line: ``envs``, ``config``, ``train``, ``evaluate``.
+"""The ``metarl`` command line: ``envs``, ``config``, ``train``, ``evaluate``, ``plot``.
 
 Expected errors (bad config, unknown env, run-directory problems) print one line and exit 2.
 """
@@ -6,18 +6,33 @@ Expected errors (bad config, unknown env, run-directory problems) print one line
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
+import traceback
+import warnings
 from pathlib import Path
 
 
-def _import_modules(names: list[str]) -> None:
+def _import_modules(names: list[str]) -> list[str]:
+    """Import the --import modules; return the environment ids they registered."""
+    import gymnasium as gym
+
+    before = set(gym.registry)
     for name in names or []:
         try:
             importlib.import_module(name)
         except ImportError as err:
             raise SystemExit(f"metarl: error: --import {name}: {err}") from None
+        except Exception as err:  # a bug in the user's module: say where, in one line
+            if os.environ.get("METARL_DEBUG"):
+                raise
+            frame = traceback.extract_tb(err.__traceback__)[-1]
+            raise SystemExit(
+                f"metarl: error: --import {name}: {type(err).__name__}: {err} ({frame.filename}:{frame.lineno})"
+            ) from None
+    return sorted(set(gym.registry) - before)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -34,22 +49,30 @@ def _overrides(args) -> list[str]:
 
 def cmd_envs(args) -> int:
     import gymnasium as gym
+    import numpy as np
 
+    from metarl.tasks import REQUIRED_METHODS
     from metarl.vector import env_class, registered_task_env_ids
 
     ids = registered_task_env_ids(None if args.all else "metarl")
-    for env_id in ids:
+    # environments registered by --import modules are listed whatever their namespace
+    imported = set(getattr(args, "imported_env_ids", []))
+    for env_id in sorted(set(ids) | imported):
         spec = gym.spec(env_id)
         try:
             env = gym.make(env_id, disable_env_checker=True).unwrapped
         except Exception as err:  # a broken third-party env must not hide the others
             print(f"{env_id}: cannot be made ({type(err).__name__}: {err})")
             continue
-        if not callable(getattr(env, "sample_tasks", None)):
+        missing = [m for m in REQUIRED_METHODS if not callable(getattr(env, m, None))]
+        if missing:
+            if env_id in imported:  # the user asked for it, so say why it is not usable
+                print(f"{env_id}: not a task distribution (it lacks {', '.join(missing)})")
             continue
-        import numpy as np
-
-        example = env.sample_tasks(1, np.random.default_rng(0))[0]
+        try:
+            example = _short(repr(env.sample_tasks(1, np.random.default_rng(0))[0]))
+        except Exception as err:
+            example = f"(sample_tasks failed: {type(err).__name__}: {err})"
         native = "native batched" if getattr(env_class(env_id), "batched_env_class", None) else "gym loop"
         kind = "supervised (H=1)" if getattr(env, "supervised_loss", None) is not None else "RL"
         print(f"{env_id}")
@@ -59,6 +82,10 @@ def cmd_envs(args) -> int:
         print(f"  task          : {example}")
         env.close()
     return 0
+
+
+def _short(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def cmd_config(args) -> int:
@@ -107,6 +134,26 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_plot(args) -> int:
+    from metarl.plots import plot_runs, plot_training
+
+    if args.training:
+        out = plot_training(args.run_dirs, args.out or "training_curves.png", x=args.x)
+    else:
+        out = plot_runs(args.run_dirs, args.out or "adaptation_curves.png", title=args.title)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from metarl.bench import run
+    from metarl.train import configure_threads
+
+    configure_threads(args.threads)
+    run(args.which or ["collect", "maml", "sinusoid"], args)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metarl", description="Meta-learning (MAML, RL²) for regression and RL.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -145,24 +192,84 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", nargs="+", metavar="RUN_DIR", help="other runs to put on the same plot")
     _common(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("plot", help="overlay the adaptation curves (or, with --training, the training curves) of runs")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="run directories (adaptation curves from RUN_DIR/eval/adaptation.csv; an eval dir or CSV also works)")
+    p.add_argument("--training", action="store_true", help="plot pre/post-update training curves from progress.csv instead")
+    p.add_argument("--x", choices=["iteration", "env_steps"], default="iteration",
+                   help="x axis of --training plots (default iteration)")
+    p.add_argument("--title", help="plot title (adaptation curves)")
+    p.add_argument("--out", help="PNG to write (default adaptation_curves.png, or training_curves.png with --training)")
+    _common(p)
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("bench", help="speed benchmarks, one JSON line each (see BENCHMARKS.md)")
+    p.add_argument("which", nargs="*", choices=["collect", "maml", "sinusoid"], help="default: all three")
+    p.add_argument("--env", default="metarl/HalfCheetahVel-v0", help="collect: environment id")
+    p.add_argument("--tasks", type=int, default=40, help="collect: tasks")
+    p.add_argument("--episodes", type=int, default=20, help="collect: episodes per task")
+    p.add_argument("--backend", default="auto", help="collect: vector env backend")
+    p.add_argument("--repeats", type=int, default=2, help="collect: timed repeats (best is reported)")
+    p.add_argument("--config", default="experiments/navigation2d_maml.yaml", help="maml: config to time")
+    p.add_argument("--iterations", type=int, default=3, help="maml: timed iterations after one warm-up")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="maml: config overrides")
+    p.add_argument("--threads", type=int, default=None, help="torch/MuJoCo threads (default: all cores)")
+    _common(p)
+    p.set_defaults(func=cmd_bench)
     return parser
+
+
+@contextlib.contextmanager
+def _one_line_warnings():
+    """Show metarl's own warnings (a skipped checkpoint) as one line; others as usual."""
+    from metarl.checkpoint import CheckpointWarning
+
+    with warnings.catch_warnings():
+        previous = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, CheckpointWarning):
+                print(f"metarl: warning: {message}", file=sys.stderr)
+            else:
+                previous(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _import_modules(args.imports)
+    try:
+        return _run(args)
+    except SystemExit as err:
+        # usage errors raised as SystemExit("metarl: error: ..."): one line, exit status 2
+        if isinstance(err.code, str):
+            print(err.code, file=sys.stderr)
+            return 2
+        raise
+
+
+def _run(args) -> int:
+    args.imported_env_ids = _import_modules(args.imports)
     import metarl  # noqa: F401  (registers the environments)
+    import yaml
+
     from metarl.checkpoint import CheckpointError
-    from metarl.config import ConfigError
+    from metarl.config import ConfigError, _yaml_error_line
     from metarl.train import RunError
 
     try:
-        return args.func(args)
+        with _one_line_warnings():
+            return args.func(args)
     except (ConfigError, RunError, CheckpointError) as err:
         print(f"metarl: error: {err}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError) as err:
+    except yaml.YAMLError as err:  # e.g. a run directory's config.yaml edited by hand
+        print(f"metarl: error: malformed YAML{_yaml_error_line(err)}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, OSError) as err:
         # Clear errors from environments and the collector (unknown env id, missing methods).
         if os.environ.get("METARL_DEBUG"):
             raise

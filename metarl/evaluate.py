@@ -5,6 +5,13 @@ performance (mean episode return for RL, query-set loss for supervised tasks), i
 deviation and a Student-t 95% confidence interval. Test tasks come from their own seed stream
 (``eval.seed``), never from the training stream, and evaluation uses its own collector, so
 evaluating never changes a training run's random streams.
+
+Files written by ``metarl evaluate RUN_DIR`` into ``RUN_DIR/eval/``: ``adaptation.csv`` (one row per
+method and step: method, step, mean, std, ci95_low, ci95_high, n_tasks), ``adaptation_per_task.csv``
+(method, step, task, value), ``summary.json``, ``adaptation.png`` and, for supervised tasks with a 1-D
+input and a 1-D output (the sinusoid), ``sinusoid_fits.png`` (see :func:`regression_fits`).
+
+:func:`meta_test_scalars` is the periodic meta-test of ``metarl train`` (``train.eval_every``).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import numpy as np
 import torch
 
 from metarl.collector import Collector
+from metarl.plots import plot_curves  # noqa: F401  (re-exported: evaluate.plot_curves predates metarl.plots)
 
 CSV_COLUMNS = ["method", "step", "mean", "std", "ci95_low", "ci95_high", "n_tasks"]
 
@@ -73,34 +81,9 @@ def write_results(out_dir: Path, curves: dict[str, np.ndarray], metric: str, tit
     return summary
 
 
-def plot_curves(curves: dict[str, list[dict]], metric: str, title: str, path: Path, x_label: str = "gradient steps") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method, rows in curves.items():
-        steps = [r["step"] for r in rows]
-        mean = np.array([r["mean"] for r in rows])
-        ax.plot(steps, mean, marker="o", label=method)
-        low = np.array([r["ci95_low"] for r in rows])
-        high = np.array([r["ci95_high"] for r in rows])
-        if np.all(np.isfinite(low)):
-            ax.fill_between(steps, low, high, alpha=0.2)
-    ax.set_xlabel(x_label)
-    ax.set_ylabel(metric + " (mean over test tasks, 95% CI)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def _load_run(run_dir: Path, checkpoint: int | None, overrides: Sequence[str] = ()):
     """(config, experiment with the checkpoint's state loaded, iteration) of a run directory."""
-    from metarl.checkpoint import CheckpointError, load_latest_checkpoint
+    from metarl.checkpoint import CheckpointError, list_checkpoints, load_latest_checkpoint
     from metarl.config import parse_override, set_by_path, validate_config
     from metarl.train import RunError, build_experiment, load_run_config
 
@@ -112,9 +95,9 @@ def _load_run(run_dir: Path, checkpoint: int | None, overrides: Sequence[str] = 
     try:
         state = load_latest_checkpoint(run_dir, checkpoint)
     except CheckpointError as err:
-        if checkpoint is not None:
-            raise RunError(str(err)) from None
-        state = None  # iteration 0: evaluating the initial meta-parameters is allowed
+        if checkpoint is not None or list_checkpoints(run_dir):
+            raise RunError(str(err)) from None  # checkpoints exist but none is usable: never pretend iteration 0
+        state = None  # no checkpoint yet (iteration 0): evaluating the initial meta-parameters is allowed
     if state is not None:
         exp.algo.load_state_dict(state["algo"])
     return cfg, exp, 0 if state is None else state["iteration"]
@@ -123,6 +106,115 @@ def _load_run(run_dir: Path, checkpoint: int | None, overrides: Sequence[str] = 
 def _eval_collector(cfg, ev) -> Collector:
     # Every method gets a fresh collector with the same seed: common random numbers across methods.
     return Collector(cfg.env.id, seed=ev.seed, backend=cfg.collector.backend, env_kwargs=cfg.env.kwargs, horizon=cfg.env.horizon)
+
+
+#: gradient steps shown in the regression-fit figure (the MAML paper's Figure 2: before, 1 and 10 steps)
+FIT_STEPS = (0, 1, 10)
+#: test tasks (panels) in the regression-fit figure
+FIT_TASKS = 3
+#: query points per task drawn as the true function in the regression-fit figure
+FIT_QUERY_POINTS = 200
+#: file name of the regression-fit figure in the eval directory
+FITS_FILE = "sinusoid_fits.png"
+
+
+def _inner_lrs(cfg, ev, steps: int) -> list[float]:
+    """Step sizes of test-time inner steps, as MAML.adaptation_curve uses them."""
+    first = ev.inner_lr if ev.inner_lr is not None else cfg.inner_lr
+    later = ev.inner_lr_after_first if ev.inner_lr_after_first is not None else first
+    return [first if j == 0 else later for j in range(steps)]
+
+
+def supports_regression_fits(collector: Collector) -> bool:
+    """Supervised task with a 1-D input and a 1-D prediction (a curve can be drawn)."""
+    def dim(space):
+        return int(np.prod(space.shape)) if getattr(space, "shape", None) is not None else -1
+
+    return collector.supervised and dim(collector.observation_space) == 1 and dim(collector.action_space) == 1
+
+
+def regression_fits(algo, tasks: Sequence, collector: Collector, ev, steps: Sequence[int] = FIT_STEPS) -> list[dict]:
+    """Predictions of a gradient-based method on 1-D regression tasks before and after adaptation.
+
+    For every task: ``FIT_QUERY_POINTS`` fresh samples of the task (inputs and targets, sorted by x)
+    stand for the true function, whatever the task family; the model adapts on K support samples
+    (``ev.episodes_per_task`` or ``maml.episodes_per_task``) with the test-time step sizes, and its
+    predictions at the query inputs are recorded after each of ``steps`` inner steps.
+    """
+    from metarl.maml import MAML, InnerData
+    from metarl.policies import expand_params, policy_forward
+
+    cfg = algo.cfg
+    m = MAML(algo.policy, collector, replace(cfg, learn_inner_lr=False), device=algo.device)
+    M = len(tasks)
+    support = m.collect_inner(tasks, None, ev.episodes_per_task or cfg.episodes_per_task).batch
+    query = m.collect_inner(tasks, None, FIT_QUERY_POINTS).batch
+    last = max(steps)
+    lrs = _inner_lrs(cfg, ev, last)
+    params = None
+    preds: dict[int, torch.Tensor] = {}
+    for j in range(last + 1):
+        if j in steps:
+            with torch.no_grad():
+                p = params if params is not None else expand_params(algo.policy.params(), M)
+                preds[j] = policy_forward(algo.policy, query.obs, p, M)
+        if j < last:
+            params = m.inner_step_detached(params, InnerData(support, None), M, lr=lrs[j])
+
+    def per_task(t: torch.Tensor, i: int, n: int) -> np.ndarray:
+        return t.reshape(-1)[i * n:(i + 1) * n].detach().cpu().numpy()
+
+    out = []
+    K = support.num_columns // M
+    Q = query.num_columns // M
+    for i, task in enumerate(tasks):
+        x = per_task(query.obs, i, Q)
+        order = np.argsort(x)
+        out.append({
+            "label": _task_label(task),
+            "x": x[order],
+            "y": per_task(query.targets, i, Q)[order],
+            "support_x": per_task(support.obs, i, K),
+            "support_y": per_task(support.targets, i, K),
+            "predictions": {j: per_task(pred, i, Q)[order] for j, pred in sorted(preds.items())},
+        })
+    return out
+
+
+def _task_label(task) -> str:
+    """A short panel title: the task's fields with 2 decimals (a dataclass), else its str()."""
+    import dataclasses
+
+    if not dataclasses.is_dataclass(task):
+        return str(task)
+    parts = []
+    for f in dataclasses.fields(task):
+        v = getattr(task, f.name)
+        parts.append(f"{f.name}={v:.2f}" if isinstance(v, float) else f"{f.name}={v}")
+    return ", ".join(parts)
+
+
+def meta_test_scalars(algo, cfg) -> dict[str, float]:
+    """The periodic meta-test of ``metarl train``: mean over ``train.eval_tasks`` held-out tasks of the
+    adaptation curve, as ``meta_test/<metric>_step<k>``.
+
+    The test tasks are the first ``train.eval_tasks`` draws of the eval seed stream (``eval.seed``),
+    the same at every evaluation; a fresh evaluation collector (seed ``eval.seed``) is built each
+    time and torch's / numpy's global generators are restored afterwards, so evaluating never
+    changes the training run's random streams (resumed runs stay bit-identical).
+    """
+    ev = replace(cfg.eval, tasks=cfg.train.eval_tasks)
+    collector = _eval_collector(cfg, ev)
+    np_state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            tasks = collector.sample_tasks(ev.tasks, np.random.default_rng(ev.seed))
+            curve = algo.adaptation_curve(tasks, collector, ev)
+    finally:
+        np.random.set_state(np_state)
+        collector.close()
+    metric = getattr(algo, "metric", "return")
+    return {f"meta_test/{metric}_step{k}": float(np.mean(curve[k])) for k in range(curve.shape[0])}
 
 
 def evaluate_run(
@@ -156,6 +248,7 @@ def evaluate_run(
             random_policy = build_policy(cfg, exp.collector)
         random_algo = MAML(random_policy, exp.collector, cfg.maml)
         curves["random"] = random_algo.adaptation_curve(test_tasks, _eval_collector(cfg, ev), ev)
+    gradient_based = {cfg.algo: exp.algo} if cfg.algo in ("maml", "pretrain") else {}
     for other in compare:
         other = Path(other)
         ocfg, oexp, _ = _load_run(other, None)
@@ -163,13 +256,24 @@ def evaluate_run(
             raise RunError(f"--compare {other}: its environment is {ocfg.env.id}, not {cfg.env.id}")
         name = ocfg.algo if ocfg.algo not in curves else f"{ocfg.algo} ({other.name})"
         curves[name] = oexp.algo.adaptation_curve(test_tasks, _eval_collector(ocfg, ev), ev)
+        if ocfg.algo in ("maml", "pretrain"):
+            gradient_based[name] = oexp.algo
 
     metric = getattr(exp.algo, "metric", "return")
     title = f"{cfg.env.id} (iteration {iteration})"
     out = Path(out_dir) if out_dir is not None else run_dir / "eval"
     summary = write_results(out, curves, metric, title, getattr(exp.algo, "curve_x_label", "gradient steps"))
+    written = "adaptation.csv, adaptation_per_task.csv, summary.json, adaptation.png"
+    if gradient_based and supports_regression_fits(exp.collector):
+        from metarl.plots import plot_regression_fits
+
+        fit_tasks = test_tasks[:FIT_TASKS]
+        # Same seed for every method: the same support and query points in every row of the figure.
+        fits = {name: regression_fits(algo, fit_tasks, _eval_collector(cfg, ev), ev) for name, algo in gradient_based.items()}
+        plot_regression_fits(fits, out / FITS_FILE, title)
+        written += ", " + FITS_FILE
     for method, rows in summary["curves"].items():
         line = "  ".join(f"{r['step']}: {r['mean']:.3f}" for r in rows)
         print(f"{method:>12} {metric} by step  {line}")
-    print(f"wrote {out}/adaptation.csv, adaptation_per_task.csv, summary.json, adaptation.png")
+    print(f"wrote {out}/: {written}")
     return summary

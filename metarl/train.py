@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from metarl.checkpoint import CheckpointError, list_checkpoints, load_latest_checkpoint, save_checkpoint
 from metarl.collector import Collector
@@ -79,8 +78,9 @@ def build_algorithm(cfg: ExperimentConfig, collector: Collector, policy: torch.n
         if cfg.algo == "pretrain":
             # Pretraining = the same outer optimiser on the task mixture with no inner step, and the
             # same environment-step budget per iteration (inner + query episodes as one batch).
-            mc = replace(mc, inner_steps=0, query_episodes_per_task=(mc.query_episodes_per_task or mc.episodes_per_task)
-                         + mc.inner_steps * mc.episodes_per_task * (0 if collector.supervised else 1))
+            # (supervised MAML reuses its K support samples for every inner step).
+            support = mc.episodes_per_task * (min(mc.inner_steps, 1) if collector.supervised else mc.inner_steps)
+            mc = replace(mc, inner_steps=0, query_episodes_per_task=(mc.query_episodes_per_task or mc.episodes_per_task) + support)
         return MAML(policy, collector, mc, device=cfg.collector.device)
     if cfg.algo == "rl2":
         from metarl.rl2 import RL2
@@ -119,12 +119,7 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     if has_run and not overwrite:
         raise RunError(f"run directory {run_dir} already holds a run; pass --resume to continue it or --overwrite to replace it")
     if has_run and overwrite:
-        for name in ("checkpoints", "tb", "eval", "progress.csv", "config.yaml"):
-            target = run_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+        _remove_run_files(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
@@ -163,9 +158,35 @@ class _StopRequest:
             signal.signal(sig, old)
 
 
+_RUN_FILES = ("checkpoints", "tb", "eval", "progress.csv", "config.yaml")
+
+
 def train(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
     run_dir = Path(run_dir)
+    existed = run_dir.exists()
     prepare_run_dir(run_dir, resume, overwrite)
+    try:
+        return _train(cfg, run_dir, resume)
+    except BaseException:
+        # A fresh run that failed before logging or checkpointing anything (bad env, bad backend,
+        # an error in the first iteration) leaves no run behind, so the corrected command just works.
+        if not resume and not list_checkpoints(run_dir) and not (run_dir / "progress.csv").exists():
+            _remove_run_files(run_dir)
+            if not existed and run_dir.is_dir() and not any(run_dir.iterdir()):
+                run_dir.rmdir()
+        raise
+
+
+def _remove_run_files(run_dir: Path) -> None:
+    for name in _RUN_FILES:
+        target = run_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
+def _train(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> Path:
     start_iteration, env_steps = 0, 0
     state = None
     if resume:
@@ -192,7 +213,22 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, over
 
         progress = tqdm(total=tc.iterations, initial=start_iteration, desc="meta-iterations", dynamic_ncols=True, file=sys.stderr)
     iteration = start_iteration
+    # Periodic meta-test (train.eval_every): meta_test/<metric>_step<k> go to TensorBoard and to
+    # progress.csv. The CSV's columns are fixed by its first row, so every logged row carries these
+    # keys (empty cells on iterations without a meta-test); a fresh run learns them from a meta-test
+    # of the initial parameters (TensorBoard step 0). Evaluation uses its own collector and restores
+    # the global generators (evaluate.meta_test_scalars), so training streams are untouched.
+    meta_test_keys: list[str] = []
     try:
+        if tc.eval_every and start_iteration == 0:
+            from metarl.evaluate import meta_test_scalars
+
+            initial = meta_test_scalars(exp.algo, cfg)
+            meta_test_keys = sorted(initial)
+            if logger.writer is not None:
+                for key, value in initial.items():
+                    if np.isfinite(value):
+                        logger.writer.add_scalar(key, value, 0)
         with _StopRequest() as stop:
             while iteration < tc.iterations and not stop.requested:
                 stats = exp.algo.train_iteration(exp.task_rng)
@@ -200,12 +236,20 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, over
                 iteration += 1
                 env_steps += int(stats.pop("env_steps", 0))
                 stats["env_steps_total"] = float(env_steps)
-                if iteration % tc.log_every == 0 or iteration == tc.iterations:
+                evaluated = bool(tc.eval_every) and iteration % tc.eval_every == 0
+                if tc.eval_every:
+                    from metarl.evaluate import meta_test_scalars
+
+                    stats.update(dict.fromkeys(meta_test_keys))
+                    if evaluated:
+                        stats.update(meta_test_scalars(exp.algo, cfg))
+                if iteration % tc.log_every == 0 or iteration == tc.iterations or evaluated:
                     logger.log(iteration, stats)
                 if progress is not None:
                     progress.update(1)
-                    key = "post_update/return" if "post_update/return" in stats else "post_update/loss"
-                    progress.set_postfix({key.split("/")[-1]: f"{stats.get(key, float('nan')):.3f}"})
+                    key = next((k for k in _PROGRESS_KEYS if k in stats), None)
+                    if key is not None:
+                        progress.set_postfix({key: f"{stats[key]:.3f}"})
                 if tc.checkpoint_every and iteration % tc.checkpoint_every == 0:
                     save_checkpoint(run_dir, iteration, _checkpoint_state(exp, iteration, env_steps), tc.keep_checkpoints)
             if not list_checkpoints(run_dir) or list_checkpoints(run_dir)[-1][0] != iteration:
@@ -218,6 +262,10 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, over
     return run_dir
 
 
+#: what the progress bar shows, the first one an algorithm reports
+_PROGRESS_KEYS = ("post_update/return", "post_update/loss", "return/trial", "train/return")
+
+
 def _check_finite(stats: dict[str, float], iteration: int) -> None:
     for key, value in stats.items():
         if value is not None and not np.isfinite(value):
@@ -228,4 +276,6 @@ def load_run_config(run_dir: str | Path) -> ExperimentConfig:
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         raise RunError(f"{run_dir} is not a run directory (no config.yaml)")
-    return config_from_dict(yaml.safe_load(path.read_text()))
+    from metarl.config import load_config
+
+    return load_config(path)  # errors name the file and line

@@ -1,0 +1,253 @@
+"""Adaptation curves, their files and plots (`metarl evaluate`, `metarl plot`) and the periodic
+meta-test of `metarl train`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import metarl  # noqa: F401  (registers the environments)
+from metarl.checkpoint import load_latest_checkpoint
+from metarl.cli import main
+from metarl.collector import Collector
+from metarl.config import dump_yaml, load_config
+from metarl.evaluate import CSV_COLUMNS, evaluate_run, summarize, t_quantile_975, write_results
+from metarl.maml import EVAL_QUERY_POINTS
+from metarl.train import build_experiment, train
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# Small budgets; one torch thread: these nets are tiny and the machines are shared.
+SINUSOID = [
+    "train.show_progress=false", "collector.num_threads=1", "maml.meta_batch_size=5", "maml.outer_lr=0.003",
+    "train.checkpoint_every=0", "train.log_every=20", "train.iterations=200",
+]
+
+
+def _assert_png(path: Path) -> None:
+    import matplotlib.image
+
+    assert path.is_file(), path
+    assert path.read_bytes()[:8] == PNG_MAGIC, path
+    h, w = matplotlib.image.imread(path).shape[:2]
+    assert h > 100 and w > 100
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames), list(reader)
+
+
+def _per_task(path: Path, method: str, step: int) -> np.ndarray:
+    _, rows = _read_csv(path)
+    rows = [r for r in rows if r["method"] == method and int(r["step"]) == step]
+    rows.sort(key=lambda r: int(r["task"]))
+    return np.array([float(list(r.values())[3]) for r in rows])
+
+
+# ------------------------------------------------------------------ statistics and files
+def test_summarize_matches_hand_computation():
+    s = summarize(np.array([1.0, 2.0, 3.0, 4.0, 6.0]))
+    # By hand: mean 3.2; squared deviations 4.84 + 1.44 + 0.04 + 0.64 + 7.84 = 14.8; sample variance
+    # 14.8 / 4 = 3.7, std 1.9235384; t(0.975, df=4) = 2.776; half width 2.776 * 1.9235384 / sqrt(5).
+    half = 2.776 * 1.9235384061671346 / 2.23606797749979
+    assert s["mean"] == pytest.approx(3.2)
+    assert s["std"] == pytest.approx(1.9235384061671346)
+    assert s["ci95_low"] == pytest.approx(3.2 - half) and s["ci95_high"] == pytest.approx(3.2 + half)
+    assert s["n_tasks"] == 5
+    one = summarize(np.array([2.5]))
+    assert one["mean"] == 2.5 and one["std"] == 0.0 and math.isnan(one["ci95_low"])
+
+
+@pytest.mark.parametrize("df, expected", [(1, 12.706), (10, 2.228), (30, 2.042), (40, 2.0211), (100, 1.9840), (1000, 1.9623)])
+def test_t_quantile(df, expected):
+    assert t_quantile_975(df) == pytest.approx(expected, abs=2e-4)
+
+
+def test_write_results_files(tmp_path):
+    curves = {"maml": np.array([[3.0, 4.0, 5.0], [1.0, 2.0, 4.0]]), "random": np.array([[4.0, 4.0, 4.5], [4.0, 3.5, 4.5]])}
+    write_results(tmp_path, curves, "loss", "title")
+    header, rows = _read_csv(tmp_path / "adaptation.csv")
+    assert header == CSV_COLUMNS == ["method", "step", "mean", "std", "ci95_low", "ci95_high", "n_tasks"]
+    assert [(r["method"], r["step"]) for r in rows] == [("maml", "0"), ("maml", "1"), ("random", "0"), ("random", "1")]
+    expected = summarize(np.array([1.0, 2.0, 4.0]))
+    for key in CSV_COLUMNS[2:]:
+        assert float(rows[1][key]) == pytest.approx(expected[key])
+    header, rows = _read_csv(tmp_path / "adaptation_per_task.csv")
+    assert header == ["method", "step", "task", "loss"]
+    assert len(rows) == 12 and float(rows[5]["loss"]) == 4.0  # maml, step 1, task 2
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["metric"] == "loss" and set(summary["curves"]) == {"maml", "random"}
+    _assert_png(tmp_path / "adaptation.png")
+
+
+# ------------------------------------------------------------------ trained sinusoid runs
+@pytest.fixture(scope="module")
+def sinusoid_runs(tmp_path_factory):
+    """A MAML and a pretrain run (same budget), evaluated through the CLI with --compare."""
+    root = tmp_path_factory.mktemp("runs")
+    maml_dir, pre_dir = root / "sin_maml", root / "sin_pretrain"
+    for config, run_dir in (("experiments/sinusoid_maml.yaml", maml_dir), ("experiments/sinusoid_pretrain.yaml", pre_dir)):
+        args = ["train", config, "--run-dir", str(run_dir)]
+        for item in SINUSOID:
+            args += ["--set", item]
+        assert main(args) == 0
+    assert main(["evaluate", str(maml_dir), "--steps", "3", "--tasks", "50", "--compare", str(pre_dir)]) == 0
+    return maml_dir, pre_dir
+
+
+def test_sinusoid_eval_files(sinusoid_runs):
+    maml_dir, _ = sinusoid_runs
+    header, rows = _read_csv(maml_dir / "eval" / "adaptation.csv")
+    assert header == CSV_COLUMNS
+    assert [(r["method"], int(r["step"])) for r in rows] == [(m, k) for m in ("maml", "random", "pretrain") for k in range(4)]
+    assert all(int(r["n_tasks"]) == 50 for r in rows)
+    for r in rows:
+        assert float(r["ci95_low"]) <= float(r["mean"]) <= float(r["ci95_high"])
+    _assert_png(maml_dir / "eval" / "adaptation.png")
+    _assert_png(maml_dir / "eval" / "sinusoid_fits.png")
+
+
+def test_maml_adapts_better_than_pretrained(sinusoid_runs):
+    maml_dir, _ = sinusoid_runs
+    per_task = maml_dir / "eval" / "adaptation_per_task.csv"
+    for step in (1, 2, 3):
+        # Same test tasks and support points for both methods: a paired comparison per task.
+        diff = _per_task(per_task, "maml", step) - _per_task(per_task, "pretrain", step)
+        assert summarize(diff)["ci95_high"] < 0, (step, summarize(diff))
+    # And MAML's own adaptation helps: loss after 3 steps well below before adaptation.
+    assert _per_task(per_task, "maml", 3).mean() < 0.8 * _per_task(per_task, "maml", 0).mean()
+
+
+def test_step0_is_the_query_loss_of_theta(sinusoid_runs):
+    """Step 0 recomputed independently: the meta-parameters' MSE on the evaluation's query points."""
+    maml_dir, _ = sinusoid_runs
+    cfg = load_config(maml_dir / "config.yaml")
+    exp = build_experiment(cfg)
+    exp.algo.load_state_dict(load_latest_checkpoint(maml_dir)["algo"])
+    policy = exp.algo.policy
+    collector = Collector(cfg.env.id, seed=cfg.eval.seed)
+    tasks = collector.sample_tasks(50, np.random.default_rng(cfg.eval.seed))
+    # The evaluator draws the K support points first, then the query points, from one collector.
+    collector.collect(policy, tasks, cfg.maml.episodes_per_task)
+    query = collector.collect(policy, tasks, EVAL_QUERY_POINTS)
+    with torch.no_grad():
+        sq = ((policy(query.obs[0]) - query.targets[0]) ** 2).squeeze(-1)  # [tasks * points]
+    expected = sq.reshape(50, EVAL_QUERY_POINTS).mean(1).numpy()
+    got = _per_task(maml_dir / "eval" / "adaptation_per_task.csv", "maml", 0)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_regression_fits_data(sinusoid_runs):
+    """The data behind sinusoid_fits.png: true curve from query samples, support set, predictions."""
+    from metarl.evaluate import regression_fits
+
+    maml_dir, _ = sinusoid_runs
+    cfg = load_config(maml_dir / "config.yaml")
+    exp = build_experiment(cfg)
+    exp.algo.load_state_dict(load_latest_checkpoint(maml_dir)["algo"])
+    tasks = Collector(cfg.env.id, seed=1).sample_tasks(2, np.random.default_rng(1))
+    fits = regression_fits(exp.algo, tasks, Collector(cfg.env.id, seed=cfg.eval.seed), cfg.eval, steps=(0, 1, 3))
+    assert len(fits) == 2
+    for task, fit in zip(tasks, fits):
+        assert np.all(np.diff(fit["x"]) >= 0) and len(fit["x"]) == 200
+        np.testing.assert_allclose(fit["y"], task.amplitude * np.sin(fit["x"] - task.phase), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(fit["support_y"], task.amplitude * np.sin(fit["support_x"] - task.phase), rtol=1e-4, atol=1e-5)
+        assert len(fit["support_x"]) == cfg.maml.episodes_per_task and set(fit["predictions"]) == {0, 1, 3}
+        with torch.no_grad():
+            theta = exp.algo.policy(torch.from_numpy(fit["x"]).unsqueeze(-1)).squeeze(-1).numpy()
+        np.testing.assert_allclose(fit["predictions"][0], theta, rtol=1e-5, atol=1e-6)
+        # Adapting on the support points fits them better than θ does.
+        def support_mse(k):
+            pred = np.interp(fit["support_x"], fit["x"], fit["predictions"][k])
+            return np.mean((pred - fit["support_y"]) ** 2)
+        assert support_mse(3) < support_mse(0)
+
+
+def test_plot_commands(sinusoid_runs, tmp_path, capsys):
+    maml_dir, pre_dir = sinusoid_runs
+    assert main(["evaluate", str(pre_dir), "--steps", "2", "--tasks", "5"]) == 0
+    out = tmp_path / "overlay.png"
+    assert main(["plot", str(maml_dir), str(pre_dir / "eval"), "--out", str(out)]) == 0
+    _assert_png(out)
+    out = tmp_path / "training.png"
+    assert main(["plot", "--training", str(maml_dir), str(pre_dir), "--out", str(out)]) == 0
+    _assert_png(out)
+    assert main(["plot", "--training", str(maml_dir), "--x", "env_steps", "--out", str(out)]) == 0
+    capsys.readouterr()
+    # A run without eval/ : one clear line naming it, exit status 2.
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    assert main(["plot", str(bare), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(bare) in err and "metarl evaluate" in err
+    assert main(["plot", "--training", str(bare), "--out", str(tmp_path / "x.png")]) == 2
+    assert "progress.csv" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ iteration 0, RL
+def test_evaluate_untrained_navigation_step0(tmp_path):
+    """A run dir holding only config.yaml (iteration 0); step 0 equals a plain collect with θ."""
+    cfg = load_config("experiments/navigation2d_maml.yaml", [
+        "maml.episodes_per_task=2", "eval.tasks=3", "eval.steps=1", "collector.num_threads=1",
+    ])
+    run_dir = tmp_path / "nav"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+    summary = evaluate_run(run_dir)
+    assert summary["title"].endswith("(iteration 0)")
+    assert set(summary["curves"]) == {"maml", "random"}
+    policy = build_experiment(cfg).policy  # the initial θ: seeded from cfg.seed
+    tasks = Collector(cfg.env.id, seed=cfg.eval.seed).sample_tasks(3, np.random.default_rng(cfg.eval.seed))
+    batch = Collector(cfg.env.id, seed=cfg.eval.seed).collect(policy, tasks, 2)
+    expected = batch.mean_return_per_task().numpy()
+    got = _per_task(run_dir / "eval" / "adaptation_per_task.csv", "maml", 0)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert [r["step"] for r in summary["curves"]["maml"]] == [0, 1]
+
+
+# ------------------------------------------------------------------ periodic meta-test in training
+def test_periodic_meta_test_logging_leaves_training_unchanged(tmp_path):
+    base = load_config("experiments/sinusoid_maml.yaml", [
+        "train.show_progress=false", "collector.num_threads=1", "maml.meta_batch_size=3",
+        "train.iterations=6", "train.log_every=2", "train.checkpoint_every=3", "eval.steps=2",
+    ])
+    # eval_tasks = meta_batch_size: evaluation batches the same shape as training batches, so an
+    # evaluation that drew from the training collector's streams would change training.
+    with_eval = replace(base, train=replace(base.train, eval_every=3, eval_tasks=3))
+    train(base, tmp_path / "plain")
+    train(with_eval, tmp_path / "eval")
+    header, rows = _read_csv(tmp_path / "eval" / "progress.csv")
+    keys = [f"meta_test/loss_step{k}" for k in range(3)]
+    assert all(k in header for k in keys)
+    by_iter = {int(r["iteration"]): r for r in rows}
+    assert sorted(by_iter) == [2, 3, 4, 6]  # every log_every, plus every eval_every
+    for it in (3, 6):
+        assert all(math.isfinite(float(by_iter[it][k])) for k in keys)
+    for it in (2, 4):
+        assert all(by_iter[it][k] == "" for k in keys)
+    # Evaluating used its own streams: training is bit-identical to the run without evaluation.
+    _, plain = _read_csv(tmp_path / "plain" / "progress.csv")
+    for r in plain:
+        for key in ("pre_update/loss", "post_update/loss"):
+            assert by_iter[int(r["iteration"])][key] == r[key]
+    a = load_latest_checkpoint(tmp_path / "plain")["algo"]["policy"]
+    b = load_latest_checkpoint(tmp_path / "eval")["algo"]["policy"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    # Resuming from iteration 3 reproduces iterations 4..6, meta-test cells included.
+    (tmp_path / "eval" / "checkpoints" / "iter_0000006.pt").unlink()
+    train(with_eval, tmp_path / "eval", resume=True)
+    _, resumed = _read_csv(tmp_path / "eval" / "progress.csv")
+    assert [r["iteration"] for r in resumed] == [r["iteration"] for r in rows]
+    for r, q in zip(rows, resumed):
+        assert {k: v for k, v in r.items() if not k.startswith("time/")} == {k: v for k, v in q.items() if not k.startswith("time/")}
+    c = load_latest_checkpoint(tmp_path / "eval")["algo"]["policy"]
+    assert all(torch.equal(a[k], c[k]) for k in a)
