@@ -17,6 +17,7 @@ The collector never knows which algorithm asked.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from dataclasses import dataclass, fields
 from typing import Sequence
 
@@ -24,7 +25,14 @@ import numpy as np
 import torch
 
 from metarl.policies import Params, policy_forward
-from metarl.vector import BatchedTaskEnv, horizon as registered_horizon, make_task_env, make_vector_env
+from metarl.vector import BatchedTaskEnv, env_class, horizon as registered_horizon, make_task_env, make_vector_env
+
+
+def _takes_num_threads(env_id: str, backend: str) -> bool:
+    if backend == "gym":
+        return False
+    batched = getattr(env_class(env_id), "batched_env_class", None)
+    return batched is not None and "num_threads" in inspect.signature(batched).parameters
 
 
 @contextlib.contextmanager
@@ -110,10 +118,13 @@ class Collector:
         env_kwargs: dict | None = None,
         horizon: int | None = None,
         oracle: bool = False,
+        num_threads: int | None = None,
     ):
         self.env_id = env_id
         #: task-in-observation variant: every observation ends with the task's features (oracle policies)
         self.oracle = oracle
+        #: stepping threads for native batched envs that take ``num_threads`` (MuJoCo); None = all cores
+        self.num_threads = num_threads
         self.backend = backend
         self.env_kwargs = dict(env_kwargs or {})
         self.seed = int(seed)
@@ -139,12 +150,15 @@ class Collector:
     def _venv(self, num_envs: int) -> BatchedTaskEnv:
         venv = self._venvs.get(num_envs)
         if venv is None:
+            kwargs = dict(self.env_kwargs)
+            if self.num_threads is not None and _takes_num_threads(self.env_id, self.backend):
+                kwargs["num_threads"] = self.num_threads
             if self.oracle:
                 from metarl.oracle import make_oracle_vector_env
 
-                venv = make_oracle_vector_env(self.env_id, num_envs, backend=self.backend, **self.env_kwargs)
+                venv = make_oracle_vector_env(self.env_id, num_envs, backend=self.backend, **kwargs)
             else:
-                venv = make_vector_env(self.env_id, num_envs, backend=self.backend, **self.env_kwargs)
+                venv = make_vector_env(self.env_id, num_envs, backend=self.backend, **kwargs)
             # Streams for a vector env of this size: distinct per sub-environment and per size.
             seeds = np.random.SeedSequence([self.seed, num_envs]).generate_state(num_envs, dtype=np.uint32)
             venv.seed([int(s) for s in seeds])

@@ -847,10 +847,12 @@ class RL2Config:
 class CollectorConfig:
     """Experience collection: vector environments and devices."""
 
-    backend: Literal["auto", "native", "gym", "ray"] = "auto"
-    """Vector env implementation: auto = native batched when available, else the Gymnasium loop; ray = distributed."""
+    backend: Literal["auto", "native", "gym"] = "auto"
+    """Vector env implementation: auto = native batched when available, else the Gymnasium loop."""
     num_threads: int | None = None
-    """Threads for MuJoCo stepping and torch; null = all cores."""
+    """Threads stepping MuJoCo environments; null = all cores."""
+    torch_threads: int | None = 1
+    """Torch intra-op threads for updates; null = all cores. 1 is fastest for small networks (OpenMP spin-waiting)."""
     device: str = "cpu"
     """Torch device of the policy during collection and updates."""
     num_workers: int = 2
@@ -860,6 +862,7 @@ class CollectorConfig:
 
     def validate(self) -> None:
         check_range(self, "num_threads", ge=1)
+        check_range(self, "torch_threads", ge=1)
         check_range(self, "num_workers", ge=1)
         if not self.device.strip():
             raise ConfigRangeError("device", self.device, "a torch device such as 'cpu' or 'cuda:0'")

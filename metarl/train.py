@@ -58,6 +58,7 @@ def build_experiment(cfg: ExperimentConfig) -> Experiment:
         backend=cfg.collector.backend,
         env_kwargs=cfg.env.kwargs,
         horizon=cfg.env.horizon,
+        num_threads=cfg.collector.num_threads,
     )
     init_seed = int(streams["init"].generate_state(1)[0])
     with torch.random.fork_rng(devices=[]):
@@ -196,7 +197,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> Path:
             raise RunError(str(err)) from None
         cfg = config_from_dict(state["config"])
         start_iteration, env_steps = state["iteration"], state["env_steps"]
-    configure_threads(cfg.collector.num_threads)
+    configure_threads(cfg.collector.torch_threads)
     exp = build_experiment(cfg)
     if state is not None:
         exp.algo.load_state_dict(state["algo"])
