@@ -233,7 +233,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> Path:
         with _StopRequest() as stop:
             while iteration < tc.iterations and not stop.requested:
                 stats = exp.algo.train_iteration(exp.task_rng)
-                _check_finite(stats, iteration + 1)
+                _check_finite(stats, iteration + 1, exp.policy)
                 iteration += 1
                 env_steps += int(stats.pop("env_steps", 0))
                 stats["env_steps_total"] = float(env_steps)
@@ -267,10 +267,17 @@ def _train(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> Path:
 _PROGRESS_KEYS = ("post_update/return", "post_update/loss", "return/trial", "train/return")
 
 
-def _check_finite(stats: dict[str, float], iteration: int) -> None:
+def _check_finite(stats: dict[str, float], iteration: int, policy: torch.nn.Module | None = None) -> None:
+    """Stop before anything non-finite is logged or checkpointed (the last good checkpoint stays)."""
     for key, value in stats.items():
         if value is not None and not np.isfinite(value):
             raise RunError(f"non-finite {key} ({value}) at iteration {iteration}; the last good checkpoint is kept")
+    if policy is None:
+        return
+    params = [p for p in policy.parameters()]
+    if params and not bool(torch.isfinite(torch.cat([p.detach().reshape(-1) for p in params])).all()):
+        bad = next(n for n, p in policy.named_parameters() if not bool(torch.isfinite(p).all()))
+        raise RunError(f"non-finite parameter {bad} at iteration {iteration}; the last good checkpoint is kept")
 
 
 def load_run_config(run_dir: str | Path) -> ExperimentConfig:

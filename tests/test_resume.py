@@ -109,3 +109,29 @@ def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path):
     rows = _rows(tmp_path / "run")
     assert int(rows[-1]["iteration"]) == last  # the checkpoint matches the last logged iteration
     assert last < 100000
+
+
+def test_nan_stops_the_run_and_never_reaches_a_checkpoint(tmp_path, monkeypatch):
+    from metarl.config import load_config
+    from metarl.maml import MAML
+    from metarl.train import RunError, train
+
+    original = MAML.train_iteration
+    calls = {"n": 0}
+
+    def poisoned(self, rng):
+        stats = original(self, rng)
+        calls["n"] += 1
+        if calls["n"] == 7:  # a NaN appears in the parameters after iteration 7
+            with torch.no_grad():
+                next(self.policy.parameters())[0].fill_(float("nan"))
+        return stats
+
+    monkeypatch.setattr(MAML, "train_iteration", poisoned)
+    cfg = load_config(ROOT / SINUSOID[0], [a for a in SINUSOID[1:] if a != "--set"] + ["train.checkpoint_every=5"])
+    with pytest.raises(RunError, match=r"non-finite parameter .* at iteration 7"):
+        train(cfg, tmp_path / "run")
+    assert [i for i, _ in list_checkpoints(tmp_path / "run")] == [5]
+    state = load_latest_checkpoint(tmp_path / "run")
+    assert all(torch.isfinite(v).all() for v in state["algo"]["policy"].values())
+    assert max(int(r["iteration"]) for r in _rows(tmp_path / "run")) == 6  # the NaN iteration is not logged
