@@ -45,7 +45,8 @@ def bench_collect(env_id: str = "metarl/HalfCheetahVel-v0", num_tasks: int = 40,
     venv = collector._venv(num_tasks * episodes_per_task)
     if hasattr(venv, "model") and hasattr(venv, "get_state"):
         limit = _open_loop_limit(venv, collector.horizon, repeats)
-        out.update(open_loop_steps_per_s=limit, ratio=out["collector_steps_per_s"] / limit)
+        out.update(open_loop_steps_per_s=limit, ratio=out["collector_steps_per_s"] / limit,
+                   gymnasium_single_env_steps_per_s=_single_env_rate(env_id))
     collector.close()
     return {**out, **_machine()}
 
@@ -74,6 +75,21 @@ def _open_loop_limit(venv, horizon: int, repeats: int) -> float:
     finally:
         roll.close()
     return B * horizon / best
+
+
+def _single_env_rate(env_id: str, steps: int = 4000) -> float:
+    """env-steps/s of one Gymnasium environment stepped in a Python loop (random actions)."""
+    import gymnasium as gym
+
+    env = gym.make(env_id, disable_env_checker=True, max_episode_steps=steps + 1)
+    env.reset(seed=0)
+    actions = [env.action_space.sample() for _ in range(steps)]
+    t = time.perf_counter()
+    for a in actions:
+        env.step(a)
+    rate = steps / (time.perf_counter() - t)
+    env.close()
+    return rate
 
 
 def bench_maml(config: str = "experiments/navigation2d_maml.yaml", iterations: int = 3, overrides=()) -> dict:
