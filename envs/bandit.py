@@ -18,7 +18,7 @@ from numbers import Real
 import gymnasium as gym
 import numpy as np
 
-from metarl.tasks import TaskEnv, check_sample_tasks_args, check_task_type
+from metarl.tasks import TaskEnv, check_sample_tasks_args, check_task_type, discrete_action, discrete_actions
 from metarl.vector import BatchedTaskEnv
 
 
@@ -96,38 +96,13 @@ class BanditEnv(TaskEnv):
         return np.zeros(1, dtype=np.float32), {}
 
     def step(self, action):
-        arm = _arm(action, self.n_arms, "BanditEnv.step")
+        arm = discrete_action(action, self.n_arms, "BanditEnv.step")
         # One uniform per pull; reward = 1[u < p] is a Bernoulli(p) draw. The batched env makes the
         # same single call on sub-env i's generator.
         u = self.np_random.random()
         reward = 1.0 if u < self._means[arm] else 0.0
         self._t += 1
         return np.zeros(1, dtype=np.float32), reward, False, self._t >= self.n_pulls, {}
-
-
-def _arm(action, n_arms: int, where: str) -> int:
-    a = np.asarray(action)
-    # Integer-valued floats are accepted because a batched action array may be float-typed.
-    if a.shape not in ((), (1,)) or a.dtype.kind not in "iuf":
-        raise ValueError(f"{where}: expected an integer arm in [0, {n_arms}), got {action!r}")
-    value = a.reshape(())
-    if not (0 <= value < n_arms and value == np.floor(value)):
-        raise ValueError(f"{where}: expected an integer arm in [0, {n_arms}), got {action!r}")
-    return int(value)
-
-
-def _arms(actions, num_envs: int, n_arms: int, active: np.ndarray, where: str) -> np.ndarray:
-    a = np.asarray(actions)
-    if a.shape == (num_envs, 1):
-        a = a[:, 0]
-    if a.shape != (num_envs,) or a.dtype.kind not in "iuf":
-        raise ValueError(f"{where}: expected {num_envs} integer actions, got shape {a.shape} dtype {a.dtype}")
-    # Finished sub-envs may be given filler actions by the collector; only running ones must be valid.
-    a_active = a[active]
-    bad = (a_active < 0) | (a_active >= n_arms) | (a_active != np.floor(a_active))
-    if np.any(bad):
-        raise ValueError(f"{where}: actions must be integer arms in [0, {n_arms}), got {a_active[bad]!r}")
-    return np.where(active, a, 0).astype(np.int64)
 
 
 class BatchedBanditEnv(BatchedTaskEnv):
@@ -166,7 +141,7 @@ class BatchedBanditEnv(BatchedTaskEnv):
         if not self._was_reset:
             raise RuntimeError("BatchedBanditEnv.step called before reset()")
         active = ~self._done
-        arms = _arms(actions, self.num_envs, self.n_arms, active, "BatchedBanditEnv.step")
+        arms = discrete_actions(actions, self.num_envs, self.n_arms, active, "BatchedBanditEnv.step")
         u = np.ones(self.num_envs)  # u = 1 never pays out; only active entries are used anyway
         for i in np.flatnonzero(active):
             u[i] = self.rngs[i].random()

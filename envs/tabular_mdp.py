@@ -25,7 +25,7 @@ from numbers import Real
 import gymnasium as gym
 import numpy as np
 
-from metarl.tasks import TaskEnv, check_sample_tasks_args, check_task_type
+from metarl.tasks import TaskEnv, check_sample_tasks_args, check_task_type, discrete_action, discrete_actions
 from metarl.vector import BatchedTaskEnv
 
 REWARD_MEAN_DISTRIBUTIONS = ("normal", "uniform")
@@ -197,38 +197,13 @@ class TabularMDPEnv(TaskEnv):
         return self._eye[0].copy(), {}
 
     def step(self, action):
-        a = _action(action, self.n_actions, "TabularMDPEnv.step")
+        a = discrete_action(action, self.n_actions, "TabularMDPEnv.step")
         z = self.np_random.standard_normal()
         u = self.np_random.random()
         reward = float(self._R[self._state, a] + z)
         self._state = int(np.argmax(self._cdf[self._state, a] > u))
         self._t += 1
         return self._eye[self._state].copy(), reward, False, self._t >= self.horizon, {}
-
-
-def _action(action, n_actions: int, where: str) -> int:
-    a = np.asarray(action)
-    # Integer-valued floats are accepted because a batched action array may be float-typed.
-    if a.shape not in ((), (1,)) or a.dtype.kind not in "iuf":
-        raise ValueError(f"{where}: expected an integer action in [0, {n_actions}), got {action!r}")
-    value = a.reshape(())
-    if not (0 <= value < n_actions and value == np.floor(value)):
-        raise ValueError(f"{where}: expected an integer action in [0, {n_actions}), got {action!r}")
-    return int(value)
-
-
-def _actions(actions, num_envs: int, n_actions: int, active: np.ndarray, where: str) -> np.ndarray:
-    a = np.asarray(actions)
-    if a.shape == (num_envs, 1):
-        a = a[:, 0]
-    if a.shape != (num_envs,) or a.dtype.kind not in "iuf":
-        raise ValueError(f"{where}: expected {num_envs} integer actions, got shape {a.shape} dtype {a.dtype}")
-    # Finished sub-envs may be given filler actions by the collector; only running ones must be valid.
-    a_active = a[active]
-    bad = ~((a_active >= 0) & (a_active < n_actions) & (a_active == np.floor(a_active)))
-    if np.any(bad):
-        raise ValueError(f"{where}: actions must be integers in [0, {n_actions}), got {a_active[bad]!r}")
-    return np.where(active, a, 0).astype(np.int64)
 
 
 class BatchedTabularMDPEnv(BatchedTaskEnv):
@@ -281,7 +256,7 @@ class BatchedTabularMDPEnv(BatchedTaskEnv):
         if not self._was_reset:
             raise RuntimeError("BatchedTabularMDPEnv.step called before reset()")
         active = ~self._done
-        a = _actions(actions, self.num_envs, self.n_actions, active, "BatchedTabularMDPEnv.step")
+        a = discrete_actions(actions, self.num_envs, self.n_actions, active, "BatchedTabularMDPEnv.step")
         z = np.zeros(self.num_envs)
         u = np.zeros(self.num_envs)
         for i in np.flatnonzero(active):

@@ -93,3 +93,30 @@ def tasks_to_array(env: gym.Env, tasks: Sequence) -> np.ndarray:
             f"{type(env.unwrapped).__name__} has no task_to_array(task); the oracle comparison needs it"
         )
     return np.stack([np.asarray(fn(t), dtype=np.float32) for t in tasks])
+
+
+def discrete_action(action, n: int, where: str) -> int:
+    """One discrete action as an int in [0, n), with a clear error otherwise."""
+    a = np.asarray(action)
+    # Integer-valued floats are accepted because a batched action array may be float-typed.
+    if a.shape not in ((), (1,)) or a.dtype.kind not in "iuf":
+        raise ValueError(f"{where}: expected an integer action in [0, {n}), got {action!r}")
+    value = a.reshape(())
+    if not (0 <= value < n and value == np.floor(value)):
+        raise ValueError(f"{where}: expected an integer action in [0, {n}), got {action!r}")
+    return int(value)
+
+
+def discrete_actions(actions, num_envs: int, n: int, active: np.ndarray, where: str) -> np.ndarray:
+    """A batch of discrete actions as int64 [num_envs]; only running sub-envs' actions must be valid."""
+    a = np.asarray(actions)
+    if a.shape == (num_envs, 1):
+        a = a[:, 0]
+    if a.shape != (num_envs,) or a.dtype.kind not in "iuf":
+        raise ValueError(f"{where}: expected {num_envs} integer actions, got shape {a.shape} dtype {a.dtype}")
+    # Finished sub-envs may be given filler actions by the collector.
+    a_active = a[active]
+    bad = ~((a_active >= 0) & (a_active < n) & (a_active == np.floor(a_active)))
+    if np.any(bad):
+        raise ValueError(f"{where}: actions must be integers in [0, {n}), got {a_active[bad]!r}")
+    return np.where(active, a, 0).astype(np.int64)

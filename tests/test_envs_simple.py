@@ -283,7 +283,7 @@ def test_bandit_truncates_after_n_pulls():
     env.reset(seed=0)
     flags = [env.step(0)[2:4] for _ in range(3)]
     assert flags == [(False, False), (False, False), (False, True)]
-    with pytest.raises(ValueError, match=r"integer arm in \[0, 10\), got 10"):
+    with pytest.raises(ValueError, match=r"integer action in \[0, 10\), got 10"):
         env.unwrapped.step(10)
 
 
@@ -438,7 +438,7 @@ def test_batched_bad_inputs():
     with pytest.raises(RuntimeError, match="before reset"):
         venv.step(np.zeros(3, dtype=int))
     venv.reset()
-    with pytest.raises(ValueError, match=r"integer arms in \[0, 4\), got array\(\[7\]\)"):
+    with pytest.raises(ValueError, match=r"integers in \[0, 4\), got array\(\[7\]\)"):
         venv.step(np.array([0, 7, 1]))
     with pytest.raises(ValueError, match=r"expected 3 integer actions, got shape \(2,\)"):
         venv.step(np.array([0, 1]))
