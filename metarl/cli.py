@@ -130,6 +130,7 @@ def cmd_evaluate(args) -> int:
         checkpoint=args.checkpoint,
         overrides=args.set or [],
         compare=args.compare or [],
+        out_dir=args.out,
     )
     return 0
 
@@ -190,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=int, help="iteration of the checkpoint to evaluate (default newest)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key; repeatable")
     p.add_argument("--compare", nargs="+", metavar="RUN_DIR", help="other runs to put on the same plot")
+    p.add_argument("--out", metavar="DIR", help="where to write the results (default RUN_DIR/eval)")
     _common(p)
     p.set_defaults(func=cmd_evaluate)
 
