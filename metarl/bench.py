@@ -30,7 +30,13 @@ def bench_collect(env_id: str = "metarl/HalfCheetahVel-v0", num_tasks: int = 40,
     from metarl.collector import Collector
     from metarl.policies import make_policy
 
-    collector = Collector(env_id, seed=0, backend=backend)
+    if backend == "ray":
+        # Ray actors (collector.num_workers' default, 2) on the cluster in RAY_ADDRESS, else a local Ray
+        from metarl.ray_collector import RayCollector
+
+        collector = RayCollector(env_id, seed=0)
+    else:
+        collector = Collector(env_id, seed=0, backend=backend)
     tasks = collector.sample_tasks(num_tasks, np.random.default_rng(0))
     policy = make_policy(collector.observation_space, collector.action_space, collector.supervised, hidden_sizes)
     collector.collect(policy, tasks, episodes_per_task)  # warm-up: builds the vector env and thread pool
@@ -42,6 +48,8 @@ def bench_collect(env_id: str = "metarl/HalfCheetahVel-v0", num_tasks: int = 40,
     steps = batch.num_steps
     out = {"bench": "collect", "env": env_id, "batch": num_tasks * episodes_per_task, "horizon": collector.horizon,
            "collector_steps_per_s": steps / best}
+    if backend == "ray":
+        out["ray_workers"] = collector.num_workers
     venv = collector._venv(num_tasks * episodes_per_task)
     if hasattr(venv, "model") and hasattr(venv, "get_state"):
         limit = _open_loop_limit(venv, collector.horizon, repeats)

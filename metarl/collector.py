@@ -21,9 +21,11 @@ import inspect
 from dataclasses import dataclass, fields
 from typing import Sequence
 
+import gymnasium as gym
 import numpy as np
 import torch
 
+from metarl.distributions import draw_noise
 from metarl.policies import Params, policy_forward
 from metarl.vector import BatchedTaskEnv, env_class, horizon as registered_horizon, make_task_env, make_vector_env
 
@@ -108,6 +110,15 @@ class Collector:
     One ``seed`` makes every collection reproducible: sub-environment streams are derived from it
     (never shared between sub-environments), and actions are sampled from a ``torch.Generator``
     seeded with it. Vector envs are built on first use for each number of columns and kept.
+
+    Both kinds of randomness are partition-independent, so that a collection split by columns across
+    processes (``metarl.ray_collector``) gives the same batch: column b's env stream depends only on
+    (seed, B, b) (:meth:`column_seeds`), and the action noise of the whole collection is drawn up front
+    in one call (:meth:`action_noise`), of which every column uses only its own slice.
+
+    backend: the vector env implementation (``auto``, ``native``, ``gym``); ``ray`` is honoured by
+    :class:`metarl.ray_collector.RayCollector`, and a plain Collector given it (e.g. the in-process
+    evaluation collector of a run configured for Ray) uses ``auto``, which gives the same batches.
     """
 
     def __init__(
@@ -126,6 +137,7 @@ class Collector:
         #: stepping threads for native batched envs that take ``num_threads`` (MuJoCo); None = all cores
         self.num_threads = num_threads
         self.backend = backend
+        self._vector_backend = "auto" if backend == "ray" else backend
         self.env_kwargs = dict(env_kwargs or {})
         self.seed = int(seed)
         self.horizon = int(horizon) if horizon is not None else registered_horizon(env_id)
@@ -151,19 +163,49 @@ class Collector:
         venv = self._venvs.get(num_envs)
         if venv is None:
             kwargs = dict(self.env_kwargs)
-            if self.num_threads is not None and _takes_num_threads(self.env_id, self.backend):
+            if self.num_threads is not None and _takes_num_threads(self.env_id, self._vector_backend):
                 kwargs["num_threads"] = self.num_threads
             if self.oracle:
                 from metarl.oracle import make_oracle_vector_env
 
-                venv = make_oracle_vector_env(self.env_id, num_envs, backend=self.backend, **kwargs)
+                venv = make_oracle_vector_env(self.env_id, num_envs, backend=self._vector_backend, **kwargs)
             else:
-                venv = make_vector_env(self.env_id, num_envs, backend=self.backend, **kwargs)
-            # Streams for a vector env of this size: distinct per sub-environment and per size.
-            seeds = np.random.SeedSequence([self.seed, num_envs]).generate_state(num_envs, dtype=np.uint32)
-            venv.seed([int(s) for s in seeds])
+                venv = make_vector_env(self.env_id, num_envs, backend=self._vector_backend, **kwargs)
+            venv.seed(self.column_seeds(num_envs))
             self._venvs[num_envs] = venv
         return venv
+
+    def column_seeds(self, num_envs: int) -> list[int]:
+        """Seeds of the sub-environments of a ``num_envs``-column vector env, one per column.
+
+        Distinct per sub-environment and per size; column b's seed depends only on (seed, num_envs, b),
+        so a share of the columns [a, b) seeded with ``column_seeds(num_envs)[a:b]`` runs the same
+        episodes as those columns of the whole vector env.
+        """
+        seeds = np.random.SeedSequence([self.seed, num_envs]).generate_state(num_envs, dtype=np.uint32)
+        return [int(s) for s in seeds]
+
+    def _noise_spec(self) -> tuple[str | None, tuple[int, ...]]:
+        """(kind, per-column shape) of the action noise, from the action space, as the policies of
+        :mod:`metarl.policies` sample: a Gaussian over a Box, Gumbel-max over a Discrete, none for H = 1."""
+        if self.supervised:
+            return None, ()
+        if isinstance(self.action_space, gym.spaces.Discrete):
+            return "uniform", (int(self.action_space.n),)
+        return "normal", tuple(self.action_space.shape)
+
+    def action_noise(self, num_steps: int, num_columns: int, deterministic: bool = False) -> torch.Tensor | None:
+        """The action noise of one whole collection, [T, B, ...], drawn in one call from the generator.
+
+        Drawn up front rather than step by step so that any share of the columns can be collected
+        elsewhere with its slice ``noise[:, a:b]`` and sample exactly the actions it samples here.
+        Gaussian: standard normal [T, B, act_dim]; categorical: uniform [T, B, n] (Gumbel-max);
+        deterministic actions and supervised tasks: None (the generator does not advance).
+        """
+        kind, shape = self._noise_spec()
+        if deterministic or kind is None:
+            return None
+        return draw_noise(kind, (num_steps, num_columns, *shape), self.generator)
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list:
         """Tasks from the distribution (the environment's ``sample_tasks``)."""
@@ -186,6 +228,51 @@ class Collector:
         with ``per_task_params`` every leaf has a leading dimension ``len(tasks)``.
         episodes_per_trial: > 1 for RL² trials (consecutive episodes in one column).
         """
+        cols_per_task = self._columns_per_task(policy, tasks, episodes_per_task, episodes_per_trial, params)
+        n_cols = len(tasks) * cols_per_task
+        noise = self.action_noise(self.horizon * episodes_per_trial, n_cols, deterministic)
+        return self._rollout(self._venv(n_cols), policy, tasks, cols_per_task, params, per_task_params,
+                             episodes_per_trial, deterministic, noise)
+
+    def collect_columns(
+        self,
+        policy: torch.nn.Module,
+        tasks: Sequence,
+        episodes_per_task: int = 1,
+        *,
+        params: Params | None = None,
+        per_task_params: bool = False,
+        episodes_per_trial: int = 1,
+        deterministic: bool = False,
+        noise: torch.Tensor | None = None,
+        env_states: Sequence,
+    ) -> tuple[EpisodeBatch, list]:
+        """Collect one share (whole tasks) of a larger collection: what a Ray actor runs.
+
+        The caller owns the randomness: ``noise`` is this share's column slice of the whole
+        collection's :meth:`action_noise`, and ``env_states`` are the RNG states its sub-environments
+        start from (one per column). Returns the batch (``task_index`` counts from 0 within ``tasks``)
+        and the sub-environments' RNG states after it. Nothing of this collector's own streams is used,
+        so the same arguments give the same batch in any process, a restarted one included.
+        """
+        cols_per_task = self._columns_per_task(policy, tasks, episodes_per_task, episodes_per_trial, params)
+        n_cols = len(tasks) * cols_per_task
+        T = self.horizon * episodes_per_trial
+        kind, shape = self._noise_spec()
+        expected = None if deterministic or kind is None else (T, n_cols, *shape)
+        got = None if noise is None else tuple(noise.shape)
+        if got != expected:
+            raise ValueError(f"collect_columns: noise must be {'None' if expected is None else expected}, got {got}")
+        if len(env_states) != n_cols:
+            raise ValueError(f"collect_columns: {n_cols} columns need {n_cols} env RNG states, got {len(env_states)}")
+        venv = self._venv(n_cols)
+        venv.set_rng_state(list(env_states))
+        batch = self._rollout(venv, policy, tasks, cols_per_task, params, per_task_params, episodes_per_trial,
+                              deterministic, noise)
+        return batch, venv.get_rng_state()
+
+    def _columns_per_task(self, policy, tasks, episodes_per_task, episodes_per_trial, params) -> int:
+        """Check collect()'s arguments; columns per task (one trial of episodes_per_trial episodes each)."""
         num_tasks = len(tasks)
         if num_tasks < 1:
             raise ValueError("collect() needs at least one task")
@@ -194,15 +281,19 @@ class Collector:
                 f"episodes_per_task ({episodes_per_task}) must be a positive multiple of "
                 f"episodes_per_trial ({episodes_per_trial})"
             )
-        cols_per_task = episodes_per_task // episodes_per_trial
+        if getattr(policy, "is_recurrent", False) and params is not None:
+            raise ValueError("recurrent policies are evaluated with their own parameters (params must be None)")
+        return episodes_per_task // episodes_per_trial
+
+    def _rollout(self, venv: BatchedTaskEnv, policy, tasks, cols_per_task, params, per_task_params,
+                 episodes_per_trial, deterministic, noise) -> EpisodeBatch:
+        """The step loop: every column of ``venv`` runs its trial; actions come from ``noise`` [T, B, ...]."""
+        num_tasks = len(tasks)
         n_cols = num_tasks * cols_per_task
         H = self.horizon
         T = H * episodes_per_trial
-        venv = self._venv(n_cols)
         venv.set_tasks([task for task in tasks for _ in range(cols_per_task)])
         recurrent = getattr(policy, "is_recurrent", False)
-        if recurrent and params is not None:
-            raise ValueError("recurrent policies are evaluated with their own parameters (params must be None)")
 
         obs, info = venv.reset()
         obs_buf = np.zeros((T, n_cols, *np.shape(obs)[1:]), dtype=np.float32)
@@ -240,7 +331,15 @@ class Collector:
                 else:
                     out = policy_forward(policy, obs_t, params, num_tasks if per_task_params else None)
                 dist = policy.distribution(out)
-                action = dist.mode() if deterministic else dist.sample(self.generator)
+                if deterministic:
+                    action = dist.mode()
+                else:
+                    if t == 0 and getattr(dist, "noise_kind", None) != self._noise_spec()[0]:
+                        raise ValueError(
+                            f"the policy's {type(dist).__name__} samples with {getattr(dist, 'noise_kind', None)} "
+                            f"noise, but the collector draws {self._noise_spec()[0]} noise for {self.action_space}"
+                        )
+                    action = dist.sample_from_noise(None if noise is None else noise[t])
                 logp_buf[t] = dist.log_prob(action)
                 action_np = action.numpy()
                 if act_buf is None:

@@ -847,16 +847,16 @@ class RL2Config:
 class CollectorConfig:
     """Experience collection: vector environments and devices."""
 
-    backend: Literal["auto", "native", "gym"] = "auto"
-    """Vector env implementation: auto = native batched when available, else the Gymnasium loop."""
+    backend: Literal["auto", "native", "gym", "ray"] = "auto"
+    """Vector env implementation: auto = native batched when available, else the Gymnasium loop; ray = Ray actors (num_workers, address) each using auto."""
     num_threads: int | None = None
-    """Threads stepping MuJoCo environments; null = all cores."""
+    """Threads stepping MuJoCo environments (backend ray: per actor); null = all cores (ray: 1)."""
     torch_threads: int | None = 1
     """Torch intra-op threads for updates; null = all cores. 1 is fastest for small networks (OpenMP spin-waiting)."""
     device: str = "cpu"
     """Torch device of the policy during collection and updates."""
     num_workers: int = 2
-    """Ray actors (backend: ray)."""
+    """Ray actors (backend: ray); each takes a contiguous share of the tasks and num_threads (default 1) CPUs."""
     address: str | None = None
     """Ray cluster address; 'auto' joins a running cluster, null starts a local one."""
 

@@ -2,6 +2,13 @@
 
 ``torch.distributions`` samples from the global generator; the collector needs one seeded stream per
 collector so that a whole collection is reproducible from one seed, hence these.
+
+Sampling is split in two so that the randomness can be drawn apart from the policy evaluation: a
+distribution names the kind of noise it needs (``noise_kind``: ``"normal"`` or ``"uniform"``, None for
+none) and ``sample_from_noise(noise)`` turns noise of ``noise_shape`` into actions deterministically.
+The collector draws the noise of a whole collection [T, B, ...] in one call (see :func:`draw_noise`),
+so a collection split by columns across processes (the Ray backend) samples exactly the same actions.
+``sample(generator)`` is the two steps in one and draws the same numbers it always did.
 """
 
 from __future__ import annotations
@@ -12,6 +19,28 @@ import torch
 
 _LOG_2PI = math.log(2 * math.pi)
 
+NOISE_KINDS = ("normal", "uniform")
+
+
+def draw_noise(kind: str | None, shape, generator: torch.Generator | None = None, dtype=torch.float32,
+               device=None) -> torch.Tensor | None:
+    """Noise of one ``kind`` in one draw: standard normal, uniform [0, 1), or None for no noise."""
+    if kind is None:
+        return None
+    if kind == "normal":
+        return torch.randn(tuple(shape), generator=generator, dtype=dtype, device=device)
+    if kind == "uniform":
+        return torch.rand(tuple(shape), generator=generator, dtype=dtype, device=device)
+    raise ValueError(f"noise kind must be one of {NOISE_KINDS} or None, got {kind!r}")
+
+
+def _check_noise(dist, noise) -> torch.Tensor:
+    if noise is None or tuple(noise.shape) != tuple(dist.noise_shape):
+        got = None if noise is None else tuple(noise.shape)
+        raise ValueError(f"{type(dist).__name__}.sample_from_noise needs {dist.noise_kind} noise of shape "
+                         f"{tuple(dist.noise_shape)}, got {got}")
+    return noise
+
 
 class DiagGaussian:
     """Independent Gaussian over the last dimension."""
@@ -20,9 +49,19 @@ class DiagGaussian:
         self.mean = mean
         self.log_std = log_std.expand_as(mean)
 
+    noise_kind = "normal"
+
+    @property
+    def noise_shape(self) -> torch.Size:
+        return self.mean.shape
+
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        noise = torch.randn(self.mean.shape, generator=generator, dtype=self.mean.dtype, device=self.mean.device)
-        return self.mean + noise * self.log_std.exp()
+        noise = draw_noise("normal", self.mean.shape, generator, self.mean.dtype, self.mean.device)
+        return self.sample_from_noise(noise)
+
+    def sample_from_noise(self, noise: torch.Tensor) -> torch.Tensor:
+        """The action for standard-normal ``noise`` of the mean's shape."""
+        return self.mean + _check_noise(self, noise) * self.log_std.exp()
 
     def mode(self) -> torch.Tensor:
         return self.mean
@@ -50,10 +89,21 @@ class Categorical:
     def __init__(self, logits: torch.Tensor):
         self.logits = logits - logits.logsumexp(-1, keepdim=True)
 
+    noise_kind = "uniform"
+
+    @property
+    def noise_shape(self) -> torch.Size:
+        return self.logits.shape
+
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        u = draw_noise("uniform", self.logits.shape, generator, self.logits.dtype, self.logits.device)
+        return self.sample_from_noise(u)
+
+    def sample_from_noise(self, noise: torch.Tensor) -> torch.Tensor:
+        """The action for uniform [0, 1) ``noise`` of the logits' shape (one number per category)."""
         # Gumbel-max: argmax(logits + Gumbel noise) is an exact categorical sample, and works for any
         # batch shape with an explicit generator (torch.multinomial needs a 2-D input).
-        u = torch.rand(self.logits.shape, generator=generator, dtype=self.logits.dtype, device=self.logits.device)
+        u = _check_noise(self, noise)
         gumbel = -torch.log(-torch.log(u.clamp_min(1e-20)))
         return torch.argmax(self.logits + gumbel, dim=-1)
 
@@ -79,7 +129,15 @@ class Deterministic:
     def __init__(self, value: torch.Tensor):
         self.value = value
 
+    noise_kind = None
+    noise_shape = None
+
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.value
+
+    def sample_from_noise(self, noise: None = None) -> torch.Tensor:
+        if noise is not None:
+            raise ValueError("Deterministic.sample_from_noise takes no noise (its action is the prediction)")
         return self.value
 
     def mode(self) -> torch.Tensor:

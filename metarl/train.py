@@ -52,14 +52,19 @@ def configure_threads(num_threads: int | None) -> int:
 def build_experiment(cfg: ExperimentConfig) -> Experiment:
     """Collector, policy and algorithm for ``cfg`` (no files touched)."""
     streams = seed_streams(cfg.seed)
-    collector = Collector(
-        cfg.env.id,
+    collector_kwargs = dict(
         seed=int(streams["collector"].generate_state(1)[0]),
-        backend=cfg.collector.backend,
         env_kwargs=cfg.env.kwargs,
         horizon=cfg.env.horizon,
         num_threads=cfg.collector.num_threads,
     )
+    if cfg.collector.backend == "ray":
+        from metarl.ray_collector import RayCollector
+
+        collector = RayCollector(cfg.env.id, num_workers=cfg.collector.num_workers, address=cfg.collector.address,
+                                 **collector_kwargs)
+    else:
+        collector = Collector(cfg.env.id, backend=cfg.collector.backend, **collector_kwargs)
     init_seed = int(streams["init"].generate_state(1)[0])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
