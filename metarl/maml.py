@@ -7,8 +7,12 @@ feature baseline (RL tasks) or the task's differentiable loss on the K support s
 The graph through the inner steps is kept (second order) unless ``first_order``.
 
 Outer update: TRPO on the post-update policies for RL (surrogate and KL computed through the
-adaptation, Fisher-vector products by double backward, line search under the KL bound), Adam for
-supervised tasks (and optionally for RL).
+adaptation, conjugate gradient on Fisher-vector products, line search under the KL bound), Adam for
+supervised tasks (and optionally for RL). For Gaussian and categorical MLP policies the gradient and
+the Fisher-vector products come from :class:`metarl.maml_fisher.OuterLinearization`: the exact KL Hessian at θ_old in
+Gauss-Newton form, with the MLP's derivatives through the adaptation written out by hand and
+linearised once per update; any other policy uses autograd (double backward of the KL through the
+adaptation). The two give the same step up to rounding (tests/test_fvp.py).
 
 RL episodes are collected once per meta-iteration with θ_old: for each inner step j, episodes with
 the parameters after j steps, then the post-update (query) episodes. The outer objective re-runs
@@ -28,6 +32,7 @@ from metarl.baseline import LinearFeatureBaseline
 from metarl.collector import Collector, EpisodeBatch
 from metarl.policies import Params, Policy, expand_params, policy_forward
 from metarl.returns import discounted_returns, gae, normalize_per_column_group
+from metarl.maml_fisher import OuterLinearization, mlp_spec
 from metarl.trpo import trpo_step
 
 
@@ -51,6 +56,11 @@ class MAML:
     """
 
     curve_x_label = "gradient steps on the new task"
+    #: How the outer TRPO step gets its Fisher-vector products: "gauss_newton" (exact Gauss-Newton
+    #: form with hand-derived MLP derivatives, see metarl.maml_fisher.OuterLinearization; used when the policy is a
+    #: plain Gaussian or categorical MLP) or "autograd" (double backward of the KL through the
+    #: adaptation, any policy). Both give the same step up to floating-point rounding.
+    fisher = "gauss_newton"
 
     def __init__(self, policy: Policy, collector: Collector, cfg, device: str | torch.device = "cpu"):
         self.policy = policy
@@ -219,8 +229,8 @@ class MAML:
         self.optimizer.step()
         return {"post_update/loss": float(loss.detach())}
 
-    def _surrogate_and_kl(self, inner, query: InnerData, M: int, old_dist):
-        params = self.adapt(inner, M)
+    def _surrogate_and_kl(self, inner, query: InnerData, M: int, old_dist, first_order: bool | None = None):
+        params = self.adapt(inner, M, first_order=first_order)
         batch = query.batch
         dist = self.policy.distribution(policy_forward(self.policy, batch.obs, params, M))
         ratio = torch.exp(dist.log_prob(batch.actions) - batch.log_probs)
@@ -239,18 +249,45 @@ class MAML:
 
     def _trpo(self, inner, query, M) -> dict[str, float]:
         cfg = self.cfg
-        _, _, old = self._surrogate_and_kl(inner, query, M, None)
-        old_dist = old.detach()
         params = self.meta_parameters()
-        cache: dict = {}
+        spec = mlp_spec(self.policy) if self.fisher == "gauss_newton" else None
+        if any(d.batch.obs.dim() != 3 or d.batch.policy_inputs is not None for d in (*inner, query)):
+            spec = None  # the hand-derived path handles flat observations [T, B, D] only
+        if spec is not None:
+            lin = OuterLinearization(self, spec, inner, query, M, products=cfg.cg_iters)
+            # Surrogate and KL of the starting point come with the linearisation; later evaluations
+            # (line search) are values only, one adaptation each, reused until θ changes.
+            cache: dict = {"key": tuple(p._version for p in params), "loss": lin.loss, "kl": lin.kl}
 
-        def evaluate():
-            # The surrogate and the KL share one adaptation; reuse it until θ changes.
-            key = tuple(p._version for p in params)
-            if cache.get("key") != key:
-                loss, kl, _ = self._surrogate_and_kl(inner, query, M, old_dist)
-                cache.update(key=key, loss=loss, kl=kl)
-            return cache["loss"], cache["kl"]
+            def evaluate():
+                key = tuple(p._version for p in params)
+                if cache.get("key") != key:
+                    loss, kl = lin.evaluate()
+                    cache.update(key=key, loss=loss, kl=kl)
+                return cache["loss"], cache["kl"]
+
+            grad, fvp = lin.grad, lin.fvp
+        else:
+            _, _, old = self._surrogate_and_kl(inner, query, M, None)
+            old_dist = old.detach()
+            cache = {}
+            start = tuple(p._version for p in params)
+
+            def evaluate():
+                # The surrogate and the KL share one adaptation; reuse it until θ changes. Only the
+                # starting point needs the second-order graph (gradient and Fisher-vector
+                # products); line-search candidates are values, so adapt first-order there.
+                key = tuple(p._version for p in params)
+                if cache.get("key") != key:
+                    if key == start:
+                        loss, kl, _ = self._surrogate_and_kl(inner, query, M, old_dist)
+                    else:
+                        loss, kl, _ = self._surrogate_and_kl(inner, query, M, old_dist, first_order=True)
+                        loss, kl = loss.detach(), kl.detach()
+                    cache.update(key=key, loss=loss, kl=kl)
+                return cache["loss"], cache["kl"]
+
+            grad = fvp = None
 
         info = trpo_step(
             params,
@@ -261,6 +298,8 @@ class MAML:
             cg_damping=cfg.cg_damping,
             backtrack_ratio=cfg.ls_backtrack_ratio,
             max_backtracks=cfg.ls_max_steps,
+            grad=grad,
+            fvp=fvp,
         )
         cache.clear()
         return {

@@ -9,7 +9,8 @@ Algorithm:
 1. ``g = grad(loss)``;
 2. ``s = F^-1 (-g)`` by conjugate gradient, with ``F v`` the Hessian-vector product of the mean
    KL at the starting point (its Hessian there is the Fisher information matrix);
-3. scale ``s`` so that the quadratic model of the KL, ``1/2 s^T F s``, equals ``max_kl``;
+3. scale ``s`` so that the quadratic model of the KL, ``1/2 s^T F s``, equals ``max_kl`` (``F s``
+   from the CG residual, ``F s = -g - r``, so the step costs exactly ``cg_iters`` products);
 4. backtracking line search on the fraction of that step until the surrogate loss improves and
    the measured KL stays within ``max_kl``; if nothing qualifies the parameters are restored.
 """
@@ -55,7 +56,7 @@ def conjugate_gradient(
     Avp: Callable[[Tensor], Tensor],
     b: Tensor,
     iters: int = 10,
-    residual_tol: float = 1e-10,
+    residual_tol: float = 1e-10,  # trpo_step uses the same value
 ) -> Tensor:
     """Approximately solve ``A x = b`` for symmetric positive definite ``A`` given ``v -> A v``.
 
@@ -63,6 +64,13 @@ def conjugate_gradient(
     drops below ``residual_tol`` the iterate is frozen with ``torch.where`` (the further products
     are wasted but harmless, and without freezing ``p^T A p = 0`` would produce NaN).
     """
+    return _conjugate_gradient(Avp, b, iters, residual_tol)[0]
+
+
+def _conjugate_gradient(
+    Avp: Callable[[Tensor], Tensor], b: Tensor, iters: int, residual_tol: float
+) -> tuple[Tensor, Tensor]:
+    """:func:`conjugate_gradient`, also returning the final residual ``r = b - A x``."""
     if iters < 1:
         raise ValueError(f"iters must be >= 1, got {iters}")
     b = b.detach()
@@ -83,7 +91,7 @@ def conjugate_gradient(
         beta = torch.where(active, rr_new / torch.where(active, rr, one), zero)
         p = torch.where(active, r + beta * p, p)
         rr = torch.where(active, rr_new, rr)
-    return x
+    return x, r
 
 
 def _grads_or_zeros(
@@ -145,6 +153,8 @@ def trpo_step(
     cg_damping: float = 1e-5,
     backtrack_ratio: float = 0.8,
     max_backtracks: int = 15,
+    grad: Tensor | None = None,
+    fvp: Callable[[Tensor], Tensor] | None = None,
 ) -> TRPOStepInfo:
     """One TRPO update of ``params`` in place.
 
@@ -158,6 +168,12 @@ def trpo_step(
         cg_iters, cg_damping: conjugate-gradient iterations and Tikhonov damping of ``F``.
         backtrack_ratio, max_backtracks: the line search tries fractions ``ratio**i`` of the full
             step for ``i = 0 .. max_backtracks - 1``.
+        grad: the flat gradient of the loss at the starting point, for callers that have it more
+            cheaply than by autograd through ``loss_fn()``; ``loss_fn()`` then needs no graph.
+        fvp: ``v -> F v`` with ``F`` the Hessian of the KL at the starting point (no damping; it is
+            added here), for callers that have a cheaper exact product than the double backward of
+            :func:`fisher_vector_product_fn`; ``kl_fn`` is then only called in the line search and
+            needs no graph.
 
     The parameters are left exactly as they were when no candidate improves the loss within the
     KL bound, or when the gradient or the step is not finite.
@@ -177,15 +193,23 @@ def trpo_step(
         raise ValueError(f"backtrack_ratio must be in (0, 1), got {backtrack_ratio}")
     if max_backtracks < 1:
         raise ValueError(f"max_backtracks must be >= 1, got {max_backtracks}")
+    if cg_damping < 0:
+        raise ValueError(f"damping must be >= 0, got {cg_damping}")
 
     with torch.enable_grad():
         loss = loss_fn()
         if loss.dim() != 0:
             raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
         loss_before_t = loss.detach()
-        # retain_graph: loss_fn and kl_fn may share one graph (MAML computes the surrogate and the
-        # KL from a single adaptation), which the Fisher-vector products below still need.
-        g = flatten(_grads_or_zeros(loss, params, create_graph=False, retain_graph=True))
+        if grad is None:
+            # retain_graph: loss_fn and kl_fn may share one graph (MAML computes the surrogate and
+            # the KL from a single adaptation), which the Fisher-vector products below still need.
+            g = flatten(_grads_or_zeros(loss, params, create_graph=False, retain_graph=True))
+        else:
+            g = grad.detach()
+            numel = sum(p.numel() for p in params)
+            if g.shape != (numel,):
+                raise ValueError(f"grad must be flat with {numel} elements, got shape {tuple(g.shape)}")
         del loss
         loss_before = float(loss_before_t)
 
@@ -195,10 +219,21 @@ def trpo_step(
         if not bool(torch.isfinite(g).all()) or not math.isfinite(loss_before):
             return rejected(0)
 
-        fvp = fisher_vector_product_fn(kl_fn(), params, cg_damping)
-        step_dir = conjugate_gradient(fvp, -g, iters=cg_iters)
-        shs = 0.5 * (step_dir @ fvp(step_dir))
-        del fvp  # frees the double-backward graph before the line search builds new ones
+        if fvp is None:
+            damped_fvp = fisher_vector_product_fn(kl_fn(), params, cg_damping)
+        else:
+
+            def damped_fvp(v: Tensor) -> Tensor:
+                v = v.detach()
+                return fvp(v).detach() + cg_damping * v
+
+        step_dir, residual = _conjugate_gradient(damped_fvp, -g, cg_iters, residual_tol=1e-10)
+        del damped_fvp  # frees the double-backward graph before the line search builds new ones
+        # s^T F s without another product: CG keeps r = b - F x by the recurrence r -= α F p, so
+        # F s = b - r, a combination of the products it already made (equal to F s up to rounding;
+        # one Fisher-vector product less, the most expensive operation of the step). s^T r = 0 holds
+        # only in exact arithmetic, so b - r is kept rather than b alone.
+        shs = 0.5 * (step_dir @ (-g - residual))
     # sHs <= 0 means a zero gradient (nothing to do) or a KL Hessian that is not positive
     # definite along the step; neither gives a usable trust-region step.
     if not (bool(torch.isfinite(step_dir).all()) and bool(torch.isfinite(shs)) and float(shs) > 0):

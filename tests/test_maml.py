@@ -141,8 +141,8 @@ def test_trpo_step_through_adaptation_respects_kl_and_improves(navigation_setup)
     try:
         loss1, kl1, _ = algo._surrogate_and_kl(inner, query, M, old.detach())
         if stats["line_search/accepted"]:
-            assert float(kl1) <= algo.cfg.max_kl * (1 + 1e-6)
-            assert float(loss1) < float(loss0)
+            assert float(kl1.detach()) <= algo.cfg.max_kl * (1 + 1e-6)
+            assert float(loss1.detach()) < float(loss0.detach())
             assert any(not torch.equal(a, b) for a, b in zip(before, algo.policy.parameters()))
         else:  # a rejected step must leave θ exactly as it was
             assert all(torch.equal(a, b) for a, b in zip(before, algo.policy.parameters()))
