@@ -204,3 +204,20 @@ def test_navigation_maml_learns_to_adapt_in_a_few_iterations():
     # One gradient step now helps clearly, and the adapted policy is far better than at the start.
     assert after[1] > after[0] + 5.0, (before, after)
     assert after[1] > before[1] + 50.0, (before, after)
+
+
+@pytest.mark.parametrize("config", ["halfcheetah_vel_maml", "halfcheetah_dir_maml"])
+def test_halfcheetah_configs_run_end_to_end(tmp_path, config):
+    import csv
+
+    from metarl.config import load_config
+    from metarl.train import train
+
+    cfg = load_config(f"experiments/{config}.yaml", [
+        "train.iterations=2", "train.show_progress=false", "maml.meta_batch_size=2", "maml.episodes_per_task=2",
+        "env.horizon=20", "policy.hidden_sizes=[16]", "collector.num_threads=1"])
+    run = train(cfg, tmp_path / "run")
+    rows = list(csv.DictReader(open(run / "progress.csv")))
+    assert [r["iteration"] for r in rows] == ["1", "2"]
+    assert float(rows[-1]["env_steps_total"]) == 2 * 2 * (2 * 2 * 20)  # iterations x (inner + query) episodes x H
+    assert all(np.isfinite(float(r["post_update/return"])) for r in rows)
