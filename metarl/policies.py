@@ -190,9 +190,16 @@ class RecurrentPolicy(Policy):
         return torch.zeros(batch_size, self.hidden_size)
 
     def make_inputs(self, obs, prev_action, prev_reward, prev_done) -> torch.Tensor:
-        """Concatenate (obs, previous action [one-hot if discrete], previous reward, done flag)."""
+        """Concatenate (obs, previous action [one-hot if discrete], previous reward, done flag).
+
+        A discrete ``prev_action`` of -1 means "no previous action" (the first step of a trial) and
+        becomes an all-zero vector, so it cannot be mistaken for action 0.
+        """
         if self.discrete:
-            prev_action = nn.functional.one_hot(prev_action.long(), self.action_dim).to(obs.dtype)
+            index = prev_action.long()
+            none = index < 0
+            prev_action = nn.functional.one_hot(index.clamp(min=0), self.action_dim).to(obs.dtype)
+            prev_action = prev_action.masked_fill(none.unsqueeze(-1), 0.0)
         return torch.cat([obs, prev_action.to(obs.dtype), prev_reward.unsqueeze(-1), prev_done.unsqueeze(-1)], -1)
 
     def _out(self, h):
