@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from metarl.collector import Collector
-from metarl.plots import plot_curves  # noqa: F401  (re-exported: evaluate.plot_curves predates metarl.plots)
+from metarl.plots import plot_curves
 
 CSV_COLUMNS = ["method", "step", "mean", "std", "ci95_low", "ci95_high", "n_tasks"]
 
@@ -118,13 +118,6 @@ FIT_QUERY_POINTS = 200
 FITS_FILE = "sinusoid_fits.png"
 
 
-def _inner_lrs(cfg, ev, steps: int) -> list[float]:
-    """Step sizes of test-time inner steps, as MAML.adaptation_curve uses them."""
-    first = ev.inner_lr if ev.inner_lr is not None else cfg.inner_lr
-    later = ev.inner_lr_after_first if ev.inner_lr_after_first is not None else first
-    return [first if j == 0 else later for j in range(steps)]
-
-
 def supports_regression_fits(collector: Collector) -> bool:
     """Supervised task with a 1-D input and a 1-D prediction (a curve can be drawn)."""
     def dim(space):
@@ -141,7 +134,7 @@ def regression_fits(algo, tasks: Sequence, collector: Collector, ev, steps: Sequ
     (``ev.episodes_per_task`` or ``maml.episodes_per_task``) with the test-time step sizes, and its
     predictions at the query inputs are recorded after each of ``steps`` inner steps.
     """
-    from metarl.maml import MAML, InnerData
+    from metarl.maml import MAML, InnerData, test_time_inner_lrs
     from metarl.policies import expand_params, policy_forward
 
     cfg = algo.cfg
@@ -150,7 +143,7 @@ def regression_fits(algo, tasks: Sequence, collector: Collector, ev, steps: Sequ
     support = m.collect_inner(tasks, None, ev.episodes_per_task or cfg.episodes_per_task).batch
     query = m.collect_inner(tasks, None, FIT_QUERY_POINTS).batch
     last = max(steps)
-    lrs = _inner_lrs(cfg, ev, last)
+    lrs = test_time_inner_lrs(cfg, ev, last)
     params = None
     preds: dict[int, torch.Tensor] = {}
     for j in range(last + 1):

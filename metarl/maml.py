@@ -321,8 +321,7 @@ class MAML:
         """
         cfg = self.cfg
         episodes = ev.episodes_per_task or cfg.episodes_per_task
-        first = ev.inner_lr if ev.inner_lr is not None else cfg.inner_lr
-        lrs = [first if j == 0 or ev.inner_lr_after_first is None else ev.inner_lr_after_first for j in range(ev.steps)]
+        lrs = test_time_inner_lrs(cfg, ev, ev.steps)
         algo = MAML(self.policy, collector, replace(cfg, learn_inner_lr=False), device=self.device)
         M = len(tasks)
         if not algo.supervised:
@@ -354,6 +353,14 @@ class MAML:
             self.inner_lrs.load_state_dict(state["inner_lrs"])
         if self.optimizer is not None and state.get("optimizer") is not None:
             self.optimizer.load_state_dict(state["optimizer"])
+
+
+def test_time_inner_lrs(cfg, ev, steps: int) -> list[float]:
+    """Inner step sizes at evaluation: ``ev.inner_lr`` (default ``cfg.inner_lr``) for the first step,
+    ``ev.inner_lr_after_first`` (default the same) after it."""
+    first = ev.inner_lr if ev.inner_lr is not None else cfg.inner_lr
+    later = ev.inner_lr_after_first if ev.inner_lr_after_first is not None else first
+    return [first if j == 0 else later for j in range(steps)]
 
 
 def _per_task_mean(x: torch.Tensor, valid: torch.Tensor, num_tasks: int) -> torch.Tensor:
