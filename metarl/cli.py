@@ -105,6 +105,9 @@ def cmd_train(args) -> int:
             args.run_dir = args.config  # `metarl train --resume RUN_DIR`
         if args.run_dir is None:
             raise SystemExit("metarl: error: --resume needs the run directory (metarl train --resume RUN_DIR)")
+        if _overrides(args):
+            # A resumed run must continue exactly the run it was; changing its config would not.
+            raise SystemExit("metarl: error: --resume continues the run's saved config; --set/--seed cannot change it")
         cfg = load_run_config(args.run_dir)
     else:
         if args.config is None:

@@ -326,3 +326,8 @@ def test_evaluate_refuses_foreign_version_checkpoints(capsys, run_copy):
     for _, path in list_checkpoints(run_copy):
         _rewrite_version(path, FORMAT_VERSION + 1)
     assert_one_line_error(capsys, ["evaluate", run_copy], f"format version {FORMAT_VERSION + 1}")
+
+
+def test_resume_refuses_config_changes(capsys, tmp_path):
+    assert_one_line_error(capsys, ["train", "--resume", str(tmp_path), "--set", "maml.inner_lr=0.5"],
+                          "--resume continues the run's saved config")
