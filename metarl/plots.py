@@ -126,6 +126,13 @@ def plot_runs(sources: Sequence[str | Path], out: str | Path, title: str | None 
     ax.set_title(title or "adaptation curves")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
+    return _save(fig, out)
+
+
+def _save(fig, out) -> Path:
+    """Write ``fig`` as a PNG at ``out`` (parents created) and free it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -214,12 +221,7 @@ def plot_training(run_dirs: Sequence[str | Path], out: str | Path, x: str = "ite
         ax.set_title(f"{kind} {metric}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 # ------------------------------------------------------------------ 1-D regression fits
