@@ -104,6 +104,25 @@ class EpisodeBatch:
         return EpisodeBatch(**kwargs)
 
 
+def action_rescaling(space: gym.Space) -> tuple[np.ndarray, np.ndarray] | None:
+    """(center, half-width) of a Box with finite bounds other than [-1, 1], else None.
+
+    Why rescale: a Gaussian policy starts with unit standard deviation and takes inner steps of a
+    fixed size; both are only meaningful on a unit scale. On 2D navigation (bounds ±0.1) an
+    unscaled policy samples 10x past the clip, its mean saturates at tens of units and one inner
+    step cannot move it (the MAML paper's code ran every RL env through rllab's ``normalize``).
+    """
+    if not isinstance(space, gym.spaces.Box):
+        return None
+    low = np.asarray(space.low, dtype=np.float64)
+    high = np.asarray(space.high, dtype=np.float64)
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+        return None
+    if np.all(low == -1.0) and np.all(high == 1.0):
+        return None
+    return (high + low) / 2.0, (high - low) / 2.0
+
+
 class Collector:
     """Collects episodes of one task distribution; owns the vector envs and the random streams.
 
@@ -116,6 +135,9 @@ class Collector:
     (seed, B, b) (:meth:`column_seeds`), and the action noise of the whole collection is drawn up front
     in one call (:meth:`action_noise`), of which every column uses only its own slice.
 
+    rescale_actions: Box actions of the policy live in [-1, 1] per dimension and are mapped affinely
+    onto the action space's bounds (then clipped) before stepping; the batch stores the policy's
+    actions. No effect on unbounded or [-1, 1] Boxes, discrete or supervised tasks (:func:`action_rescaling`).
     backend: the vector env implementation (``auto``, ``native``, ``gym``); ``ray`` is honoured by
     :class:`metarl.ray_collector.RayCollector`, and a plain Collector given it (e.g. the in-process
     evaluation collector of a run configured for Ray) uses ``auto``, which gives the same batches.
@@ -130,6 +152,7 @@ class Collector:
         horizon: int | None = None,
         oracle: bool = False,
         num_threads: int | None = None,
+        rescale_actions: bool = True,
     ):
         self.env_id = env_id
         #: task-in-observation variant: every observation ends with the task's features (oracle policies)
@@ -154,6 +177,12 @@ class Collector:
         self.observation_space = self.task_env.observation_space
         self.action_space = self.task_env.action_space
         self.supervised_loss = getattr(self.task_env, "supervised_loss", None)
+        #: (center, half-width) mapping policy actions in [-1, 1] onto the Box bounds; None: the policy
+        #: acts in the env's own units (rescaling off, unbounded or [-1, 1] Box, discrete or supervised)
+        self.action_rescaling = (
+            None if self.supervised or not rescale_actions else action_rescaling(self.action_space)
+        )
+        self.rescale_actions = self.action_rescaling is not None
 
     @property
     def supervised(self) -> bool:
@@ -193,6 +222,14 @@ class Collector:
         if isinstance(self.action_space, gym.spaces.Discrete):
             return "uniform", (int(self.action_space.n),)
         return "normal", tuple(self.action_space.shape)
+
+    def env_action(self, action: np.ndarray) -> np.ndarray:
+        """The env's action for a policy action: with rescaling, center + half_width * action clipped
+        to the bounds (rllab's ``normalize``, which the MAML paper's experiments used); else as is."""
+        if self.action_rescaling is None:
+            return action
+        center, half = self.action_rescaling
+        return np.clip(center + half * action, center - half, center + half).astype(action.dtype)
 
     def action_noise(self, num_steps: int, num_columns: int, deterministic: bool = False) -> torch.Tensor | None:
         """The action noise of one whole collection, [T, B, ...], drawn in one call from the generator.
@@ -346,7 +383,7 @@ class Collector:
                     act_buf = np.zeros((T, *action_np.shape), dtype=action_np.dtype)
                 act_buf[t] = action_np
                 valid_buf[t] = running
-                obs, reward, terminated, truncated, info = venv.step(action_np)
+                obs, reward, terminated, truncated, info = venv.step(self.env_action(action_np))
                 rew_buf[t] = np.where(running, reward, 0.0)
                 if self.supervised:
                     if target_buf is None:

@@ -711,6 +711,8 @@ class EnvConfig:
     """Keyword arguments passed to the environment constructor."""
     horizon: int | None = None
     """Episode length H; null uses the registered max_episode_steps."""
+    rescale_actions: bool = True
+    """Continuous policies act in [-1, 1] per dimension, mapped onto the action space's finite bounds and clipped (as rllab's normalize(), used by the MAML paper); no effect on [-1, 1], unbounded or discrete spaces."""
 
     def validate(self) -> None:
         if not self.id.strip():

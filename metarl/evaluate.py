@@ -105,7 +105,8 @@ def _load_run(run_dir: Path, checkpoint: int | None, overrides: Sequence[str] = 
 
 def _eval_collector(cfg, ev) -> Collector:
     # Every method gets a fresh collector with the same seed: common random numbers across methods.
-    return Collector(cfg.env.id, seed=ev.seed, backend=cfg.collector.backend, env_kwargs=cfg.env.kwargs, horizon=cfg.env.horizon)
+    return Collector(cfg.env.id, seed=ev.seed, backend=cfg.collector.backend, env_kwargs=cfg.env.kwargs,
+                     horizon=cfg.env.horizon, rescale_actions=cfg.env.rescale_actions)
 
 
 #: gradient steps shown in the regression-fit figure (the MAML paper's Figure 2: before, 1 and 10 steps)

@@ -144,8 +144,16 @@ class OracleTrainer:
             make_kwargs["max_episode_steps"] = int(cfg.env.horizon)
 
         def make_env():
+            env = make_oracle_env(cfg.env.id, resample_tasks_on_reset=True, **make_kwargs)
+            if collector.rescale_actions:
+                # PPO acts in [-1, 1] like the meta-learners (same mapping as the collector's), so the
+                # oracle is not handicapped by an action scale the others do not see.
+                shape = env.action_space.shape
+                env = gym.wrappers.TransformAction(
+                    env, lambda a: collector.env_action(np.asarray(a, dtype=np.float32)),
+                    gym.spaces.Box(-1.0, 1.0, shape=shape, dtype=np.float32))
             # allow_early_resets: every iteration starts with a seeded reset, mid-episode included.
-            return Monitor(make_oracle_env(cfg.env.id, resample_tasks_on_reset=True, **make_kwargs), allow_early_resets=True)
+            return Monitor(env, allow_early_resets=True)
 
         self.venv = DummyVecEnv([make_env] * self.num_envs)
         self.action_space = self.venv.action_space
@@ -244,6 +252,7 @@ class OracleTrainer:
         return Collector(
             collector.env_id, seed=collector.seed, backend=collector.backend,
             env_kwargs=collector.env_kwargs, horizon=collector.horizon, oracle=True,
+            rescale_actions=collector.rescale_actions,
         )
 
     def adaptation_curve(self, tasks: Sequence, collector: Collector, ev) -> np.ndarray:

@@ -66,7 +66,7 @@ class _CollectorWorker:
     """What one Ray actor runs: an in-process Collector that collects the shares it is sent."""
 
     def __init__(self, env_id: str, env_spec, env_kwargs: dict, horizon: int, oracle: bool, num_threads: int,
-                 vector_backend: str):
+                 vector_backend: str, rescale_actions: bool):
         import gymnasium as gym
 
         import metarl  # noqa: F401  (registers the metarl/ task distributions in this process)
@@ -76,7 +76,7 @@ class _CollectorWorker:
         if env_id not in gym.registry:
             gym.registry[env_id] = env_spec
         self.collector = Collector(env_id, seed=0, backend=vector_backend, env_kwargs=env_kwargs, horizon=horizon,
-                                   oracle=oracle, num_threads=num_threads)
+                                   oracle=oracle, num_threads=num_threads, rescale_actions=rescale_actions)
 
     def pid(self) -> int:
         return os.getpid()
@@ -123,6 +123,7 @@ class RayCollector(Collector):
         horizon: int | None = None,
         oracle: bool = False,
         num_threads: int | None = None,
+        rescale_actions: bool = True,
         *,
         num_workers: int = 2,
         address: str | None = None,
@@ -133,7 +134,7 @@ class RayCollector(Collector):
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
             raise ValueError(f"num_workers must be a positive integer, got {num_workers!r}")
         super().__init__(env_id, seed=seed, backend="ray", env_kwargs=env_kwargs, horizon=horizon, oracle=oracle,
-                         num_threads=num_threads)
+                         num_threads=num_threads, rescale_actions=rescale_actions)
         self.num_workers = num_workers
         self.address = address
         self.max_retries = int(max_retries)
@@ -164,7 +165,7 @@ class RayCollector(Collector):
         # there is one recovery path, not Ray's restart racing the driver's retry.
         return self._remote_cls.options(num_cpus=self._actor_threads, max_restarts=0).remote(
             self.env_id, self._env_spec, self.env_kwargs, self.horizon, self.oracle, self._actor_threads,
-            self.vector_backend)
+            self.vector_backend, self.rescale_actions)
 
     def _initial_env_states(self, num_envs: int) -> list:
         # The streams the local Collector's vector env of this size starts from (BatchedTaskEnv.seed).

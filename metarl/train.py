@@ -57,6 +57,7 @@ def build_experiment(cfg: ExperimentConfig) -> Experiment:
         env_kwargs=cfg.env.kwargs,
         horizon=cfg.env.horizon,
         num_threads=cfg.collector.num_threads,
+        rescale_actions=cfg.env.rescale_actions,
     )
     if cfg.collector.backend == "ray":
         from metarl.ray_collector import RayCollector

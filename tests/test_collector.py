@@ -38,14 +38,15 @@ def _assert_batches_equal(a: EpisodeBatch, b: EpisodeBatch):
 
 
 def _homing_policy(init_log_std=-8.0) -> GaussianMLPPolicy:
-    """Navigation policy whose mean is the step (0.1, 0) whatever the position: goals at (0.1 k, 0)
-    are reached (distance < 0.01) after k steps, so those episodes terminate early."""
+    """Navigation policy whose mean is the step (0.1, 0) whatever the position (policy action (1, 0),
+    rescaled onto the ±0.1 bounds): goals at (0.1 k, 0) are reached (distance < 0.01) after k steps,
+    so those episodes terminate early."""
     torch.manual_seed(0)
     policy = GaussianMLPPolicy(2, 2, hidden_sizes=(8,), init_log_std=init_log_std)
     with torch.no_grad():
         last = policy.mean_net[-1]
         last.weight.normal_(0.0, 1e-4)  # a little dependence on the observation, still homing
-        last.bias.copy_(torch.tensor([0.1, 0.0]))
+        last.bias.copy_(torch.tensor([1.0, 0.0]))
     return policy
 
 
@@ -219,6 +220,48 @@ def test_per_task_params_equal_separate_runs():
     assert not torch.allclose(det.actions[:, det.task_index == 0], det.actions[:, det.task_index == 1])
 
 
+def _constant_policy(action, init_log_std=-30.0) -> GaussianMLPPolicy:
+    """A policy whose mean is ``action`` everywhere."""
+    policy = GaussianMLPPolicy(2, 2, hidden_sizes=(4,), init_log_std=init_log_std)
+    with torch.no_grad():
+        policy.mean_net[-1].weight.zero_()
+        policy.mean_net[-1].bias.copy_(torch.tensor(action))
+    return policy
+
+
+def test_action_rescaling_maps_policy_units_onto_the_bounds():
+    from gymnasium import spaces
+
+    from metarl.collector import action_rescaling
+
+    center, half = action_rescaling(spaces.Box(np.array([-0.5, 0.0], np.float32), np.array([0.5, 4.0], np.float32)))
+    np.testing.assert_allclose(center, [0.0, 2.0])
+    np.testing.assert_allclose(half, [0.5, 2.0])
+    # nothing to rescale: already [-1, 1], unbounded, discrete
+    assert action_rescaling(spaces.Box(-1.0, 1.0, (3,))) is None
+    assert action_rescaling(spaces.Box(-np.inf, np.inf, (1,))) is None
+    assert action_rescaling(spaces.Discrete(4)) is None
+    assert Collector("metarl/HalfCheetahVel-v0").action_rescaling is None
+    assert Collector("metarl/Sinusoid-v0").action_rescaling is None  # supervised: the action is the prediction
+
+    # Navigation (bounds ±0.1): policy action u moves the point by 0.1 * clip(u, -1, 1); the batch
+    # keeps the policy's own actions (their log-probs are what the algorithms differentiate).
+    goal = [NavigationTask((0.5, 0.5))]
+    u = [0.3, -2.0]
+    scaled = Collector("metarl/Navigation2D-v0", seed=0, horizon=3)
+    assert scaled.rescale_actions
+    batch = scaled.collect(_constant_policy(u), goal, 1, deterministic=True)
+    torch.testing.assert_close(batch.actions[:, 0], torch.tensor([u] * 3))
+    torch.testing.assert_close(batch.obs[1:, 0], torch.tensor([[0.03, -0.1], [0.06, -0.2]]))
+    d = np.hypot(0.5 - np.array([0.03, 0.06, 0.09]), 0.5 - np.array([-0.1, -0.2, -0.3]))
+    np.testing.assert_allclose(batch.rewards[:, 0].numpy(), -d, rtol=1e-6)
+    # switched off: the action is the velocity itself, clipped by the env to ±0.1
+    raw = Collector("metarl/Navigation2D-v0", seed=0, horizon=3, rescale_actions=False)
+    assert not raw.rescale_actions
+    batch = raw.collect(_constant_policy(u), goal, 1, deterministic=True)
+    torch.testing.assert_close(batch.obs[1:, 0], torch.tensor([[0.1, -0.1], [0.2, -0.2]]))
+
+
 def test_deterministic_gives_the_mean_action():
     c = Collector("metarl/Navigation2D-v0", seed=0, horizon=10)
     policy = _policy(c, init_log_std=0.5)
@@ -261,7 +304,7 @@ def test_recurrent_trials(env_id):
     if env_id == "metarl/Navigation2D-v0":
         with torch.no_grad():  # home towards +x, so the goal (0.1, 0) ends its episodes at step 1
             policy.head.weight.mul_(1e-4)
-            policy.head.bias.copy_(torch.tensor([0.1, 0.0]))
+            policy.head.bias.copy_(torch.tensor([1.0, 0.0]))  # policy units: the step +0.1
         tasks = NAV_TASKS
     else:
         tasks = c.sample_tasks(3, np.random.default_rng(0))
