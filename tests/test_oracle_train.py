@@ -135,3 +135,26 @@ def test_cli_train_and_evaluate_oracle(tmp_path, monkeypatch):
     assert len({r["mean"] for r in rows}) == 1
     progress = list(csv.DictReader(open(run / "progress.csv")))
     assert [float(r["env_steps_total"]) for r in progress] == [200.0, 400.0]
+
+
+def test_ppo_acts_on_the_collectors_action_scale():
+    # The oracle's PPO must see [-1, 1] actions mapped exactly as the collector maps the
+    # meta-learners' actions (navigation: 0.1 per unit), or the comparison is not like for like.
+    cfg = _cfg()
+    trainer = _trainer(cfg, num_envs=1, episodes_per_env=1)
+    try:
+        space = trainer.venv.action_space
+        np.testing.assert_array_equal(space.low, [-1.0, -1.0])
+        np.testing.assert_array_equal(space.high, [1.0, 1.0])
+        env = trainer.venv.envs[0]
+        obs, _ = env.reset(seed=0)
+        obs2, _, _, _, _ = env.step(np.array([0.5, -3.0], dtype=np.float32))
+        np.testing.assert_allclose(obs2[:2] - obs[:2], [0.05, -0.1], atol=1e-6)  # position moved; clipped in y
+    finally:
+        trainer.close()
+    raw = OracleTrainer(load_config("experiments/navigation2d_oracle.yaml", ["env.rescale_actions=false"]),
+                        Collector(NAV, seed=0, rescale_actions=False), num_envs=1, episodes_per_env=1)
+    try:
+        np.testing.assert_allclose(raw.venv.action_space.high, [0.1, 0.1])
+    finally:
+        raw.close()
