@@ -57,6 +57,25 @@ def summarize(values: np.ndarray) -> dict[str, float]:
     return {"mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half, "n_tasks": n}
 
 
+def gap_closed(curves: dict[str, np.ndarray], low: str = "pretrain", high: str = "oracle") -> dict[str, list[float]]:
+    """Fraction of the ``low``-to-``high`` gap each other method closes, per step, from mean values:
+    (method_k - low_k) / (high_k - low_k), with the ``low`` method fine-tuned for the same k steps.
+
+    The MAML paper's way of comparing cheetah results across return scales (pretrained -> oracle).
+    Empty unless both methods are among the curves; ``random`` is not reported.
+    """
+    if low not in curves or high not in curves:
+        return {}
+    lo = curves[low].mean(axis=1)
+    hi = curves[high].mean(axis=1)
+    out = {}
+    for method, values in curves.items():
+        if method in (low, high, "random"):
+            continue
+        out[method] = [float(x) for x in (values.mean(axis=1) - lo) / (hi - lo)]
+    return out
+
+
 def write_results(out_dir: Path, curves: dict[str, np.ndarray], metric: str, title: str, x_label: str = "gradient steps") -> dict:
     """adaptation.csv, adaptation_per_task.csv, summary.json and adaptation.png in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -76,6 +95,9 @@ def write_results(out_dir: Path, curves: dict[str, np.ndarray], metric: str, tit
                 for task, v in enumerate(values[step]):
                     w.writerow([method, step, task, repr(float(v))])
     summary = {"metric": metric, "title": title, "x_label": x_label, "curves": {m: [r for r in rows if r["method"] == m] for m in curves}}
+    gaps = gap_closed(curves)
+    if gaps:
+        summary["gap_closed"] = gaps
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_curves(summary["curves"], metric, title, out_dir / "adaptation.png", x_label)
     return summary
@@ -269,5 +291,8 @@ def evaluate_run(
     for method, rows in summary["curves"].items():
         line = "  ".join(f"{r['step']}: {r['mean']:.3f}" for r in rows)
         print(f"{method:>12} {metric} by step  {line}")
+    for method, fractions in summary.get("gap_closed", {}).items():
+        line = "  ".join(f"{k}: {f:.2f}" for k, f in enumerate(fractions))
+        print(f"{method:>12} pretrain->oracle gap closed by step  {line}")
     print(f"wrote {out}/: {written}")
     return summary

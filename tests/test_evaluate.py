@@ -18,7 +18,7 @@ from metarl.checkpoint import load_latest_checkpoint
 from metarl.cli import main
 from metarl.collector import Collector
 from metarl.config import dump_yaml, load_config
-from metarl.evaluate import CSV_COLUMNS, evaluate_run, summarize, t_quantile_975, write_results
+from metarl.evaluate import CSV_COLUMNS, evaluate_run, gap_closed, summarize, t_quantile_975, write_results
 from metarl.maml import EVAL_QUERY_POINTS
 from metarl.train import build_experiment, train
 
@@ -85,7 +85,23 @@ def test_write_results_files(tmp_path):
     assert len(rows) == 12 and float(rows[5]["loss"]) == 4.0  # maml, step 1, task 2
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["metric"] == "loss" and set(summary["curves"]) == {"maml", "random"}
+    assert "gap_closed" not in summary  # needs both a pretrain and an oracle curve
     _assert_png(tmp_path / "adaptation.png")
+
+
+def test_gap_closed_fraction(tmp_path):
+    # Per step: (maml - pretrain) / (oracle - pretrain) on the means over tasks.
+    curves = {
+        "maml": np.array([[-100.0, -90.0], [-60.0, -50.0]]),      # means -95, -55
+        "pretrain": np.array([[-100.0, -100.0], [-90.0, -90.0]]),  # means -100, -90
+        "oracle": np.array([[-40.0, -40.0], [-40.0, -40.0]]),
+        "random": np.array([[-300.0, -300.0], [-250.0, -250.0]]),
+    }
+    assert gap_closed(curves) == {"maml": [pytest.approx(5 / 60), pytest.approx(35 / 50)]}
+    write_results(tmp_path, curves, "return", "title")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["gap_closed"]["maml"] == [pytest.approx(5 / 60), pytest.approx(0.7)]
+    assert gap_closed({k: v for k, v in curves.items() if k != "oracle"}) == {}
 
 
 # ------------------------------------------------------------------ trained sinusoid runs
