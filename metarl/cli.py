@@ -40,6 +40,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="import MODULE first (e.g. one that registers your own task distribution); repeatable")
 
 
+#: --set keys a resumed run accepts: a longer (or shorter) run, and the progress bar
+RESUME_SETTABLE = {"train.iterations", "train.show_progress"}
+
+
 def _overrides(args) -> list[str]:
     out = list(args.set or [])
     if getattr(args, "seed", None) is not None:
@@ -105,10 +109,13 @@ def cmd_train(args) -> int:
             args.run_dir = args.config  # `metarl train --resume RUN_DIR`
         if args.run_dir is None:
             raise SystemExit("metarl: error: --resume needs the run directory (metarl train --resume RUN_DIR)")
-        if _overrides(args):
-            # A resumed run must continue exactly the run it was; changing its config would not.
-            raise SystemExit("metarl: error: --resume continues the run's saved config; --set/--seed cannot change it")
-        cfg = load_run_config(args.run_dir)
+        # A resumed run must continue exactly the run it was: only settings that do not change the
+        # iterations already run (how many to run in all, the progress bar) may be given.
+        bad = [o for o in _overrides(args) if o.split("=", 1)[0].strip() not in RESUME_SETTABLE]
+        if bad:
+            raise SystemExit(f"metarl: error: --resume continues the run's saved config; {', '.join(bad)} would "
+                             f"change it (only {', '.join(sorted(RESUME_SETTABLE))} may be set)")
+        cfg = load_run_config(args.run_dir, _overrides(args))
     else:
         if args.config is None:
             raise SystemExit("metarl: error: train needs a CONFIG.yaml")

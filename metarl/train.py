@@ -201,7 +201,13 @@ def _train(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> Path:
             state = load_latest_checkpoint(run_dir)
         except CheckpointError as err:
             raise RunError(str(err)) from None
-        cfg = config_from_dict(state["config"])
+        saved = config_from_dict(state["config"])
+        # The checkpoint's config is the run's; only the length and the progress bar may change
+        # (cli.RESUME_SETTABLE): neither alters the iterations already run.
+        cfg = replace(saved, train=replace(saved.train, iterations=cfg.train.iterations,
+                                           show_progress=cfg.train.show_progress))
+        if cfg != saved:
+            (run_dir / "config.yaml").write_text(dump_yaml(cfg))
         start_iteration, env_steps = state["iteration"], state["env_steps"]
     configure_threads(cfg.collector.torch_threads)
     exp = build_experiment(cfg)
@@ -286,10 +292,10 @@ def _check_finite(stats: dict[str, float], iteration: int, policy: torch.nn.Modu
         raise RunError(f"non-finite parameter {bad} at iteration {iteration}; the last good checkpoint is kept")
 
 
-def load_run_config(run_dir: str | Path) -> ExperimentConfig:
+def load_run_config(run_dir: str | Path, overrides=()) -> ExperimentConfig:
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         raise RunError(f"{run_dir} is not a run directory (no config.yaml)")
     from metarl.config import load_config
 
-    return load_config(path)  # errors name the file and line
+    return load_config(path, list(overrides))  # errors name the file and line

@@ -135,3 +135,27 @@ def test_nan_stops_the_run_and_never_reaches_a_checkpoint(tmp_path, monkeypatch)
     state = load_latest_checkpoint(tmp_path / "run")
     assert all(torch.isfinite(v).all() for v in state["algo"]["policy"].values())
     assert max(int(r["iteration"]) for r in _rows(tmp_path / "run")) == 6  # the NaN iteration is not logged
+
+
+def test_resume_can_extend_a_finished_run(tmp_path):
+    # 30 iterations, then --resume with train.iterations=60: the same rows and parameters as one
+    # 60-iteration run, so a run longer than a session can be planned in parts.
+    full = _train(SINUSOID, tmp_path / "full")
+    _, err = full.communicate(timeout=600)
+    assert full.returncode == 0, err
+    short = SINUSOID[:1] + ["--set", "train.iterations=30"] + SINUSOID[3:]
+    first = _train(short, tmp_path / "parts")
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    assert len(_rows(tmp_path / "parts")) == 30
+    longer = _train(["--resume", "--set", "train.iterations=60"], tmp_path / "parts")
+    _, err = longer.communicate(timeout=600)
+    assert longer.returncode == 0, err
+    assert _rows(tmp_path / "parts") == _rows(tmp_path / "full")
+    a, b = _final_params(tmp_path / "full"), _final_params(tmp_path / "parts")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert "iterations: 60" in (tmp_path / "parts" / "config.yaml").read_text()
+    # anything that would change the iterations already run is still refused
+    refused = _train(["--resume", "--set", "train.iterations=90", "--set", "maml.inner_lr=0.5"], tmp_path / "parts")
+    _, err = refused.communicate(timeout=600)
+    assert refused.returncode == 2 and "maml.inner_lr=0.5 would change it" in err
