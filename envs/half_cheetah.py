@@ -106,6 +106,25 @@ def _ctrl_cost(weight: float, actions: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------- single envs
 
 
+def load_model(xml_file: str) -> mujoco.MjModel:
+    """Compile a MuJoCo model file (bare names resolve to Gymnasium's assets, as MujocoEnv does).
+
+    Gymnasium's half_cheetah.xml sets ``settotalmass``, which MuJoCo 3.3+ compiles with a deprecation
+    warning (and a MUJOCO_LOG.TXT in the working directory) on every load. This applies it the way the
+    warning asks instead, after compiling: ``mj_setTotalmass`` then ``mj_setConst``. Every array of
+    the resulting model equals the one the compiler attribute gives (tests/test_half_cheetah.py).
+    """
+    spec = mujoco.MjSpec.from_file(expand_model_path(xml_file))
+    total = spec.compiler.settotalmass
+    if total > 0:
+        spec.compiler.settotalmass = -1.0  # MuJoCo's "unset"
+    model = spec.compile()
+    if total > 0:
+        mujoco.mj_setTotalmass(model, total)
+        mujoco.mj_setConst(model, mujoco.MjData(model))
+    return model
+
+
 class _HalfCheetahTaskEnv(HalfCheetahEnv, TaskEnv):
     """HalfCheetah-v5 with a task-dependent forward reward and a zero solver warm start per step."""
 
@@ -140,6 +159,13 @@ class _HalfCheetahTaskEnv(HalfCheetahEnv, TaskEnv):
             self, ctrl_cost_weight, reset_noise_scale, frame_skip, xml_file, **mujoco_env_kwargs
         )
         self._task = self.default_task
+
+    def _initialize_simulation(self):
+        # MujocoEnv's own, with the model compiled by load_model (no deprecation warning).
+        model = load_model(self.fullpath)
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
+        return model, mujoco.MjData(model)
 
     # -- task API -------------------------------------------------------------------------------
 
@@ -293,7 +319,7 @@ class _BatchedHalfCheetah(BatchedTaskEnv):
         self.num_threads = int(num_threads)
 
         # The same model file the single env loads (MujocoEnv resolves bare names to its assets).
-        self.model = mujoco.MjModel.from_xml_path(expand_model_path(xml_file))
+        self.model = load_model(xml_file)
         m = self.model
         self.dt = m.opt.timestep * self.frame_skip  # the expression MujocoEnv.dt uses
         data = mujoco.MjData(m)

@@ -179,6 +179,25 @@ def test_out_of_range_actions_are_clamped_by_mujoco_but_cost_as_given(single_env
     assert results[0][1]["reward_ctrl"] == pytest.approx(-0.05 * 6)
 
 
+def test_model_equals_the_settotalmass_model_without_the_deprecation_warning(tmp_path, monkeypatch):
+    import mujoco
+    from gymnasium.envs.mujoco.mujoco_env import expand_model_path
+
+    from metarl.envs.half_cheetah import XML_FILE, load_model
+
+    monkeypatch.chdir(tmp_path)  # MuJoCo writes MUJOCO_LOG.TXT into the working directory on a warning
+    ours = load_model(XML_FILE)
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+    reference = mujoco.MjModel.from_xml_path(expand_model_path(XML_FILE))  # compiler attribute: warns
+    assert (tmp_path / "MUJOCO_LOG.TXT").exists()  # (so the check above can fail)
+    assert abs(ours.body_mass.sum() - 14.0) < 1e-12
+    names = [n for n in dir(reference) if not n.startswith("_")]
+    arrays = [n for n in names if isinstance(getattr(reference, n, None), np.ndarray)]
+    assert len(arrays) > 50
+    for n in arrays:
+        np.testing.assert_array_equal(getattr(ours, n), getattr(reference, n), err_msg=n)
+
+
 def test_single_env_is_halfcheetah_v5_physics():
     """Same obs as stock v5 when v5's solver warm start is also zeroed per step; close without."""
     ours = HalfCheetahVelEnv()
