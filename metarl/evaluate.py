@@ -57,9 +57,12 @@ def summarize(values: np.ndarray) -> dict[str, float]:
     return {"mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half, "n_tasks": n}
 
 
-def gap_closed(curves: dict[str, np.ndarray], low: str = "pretrain", high: str = "oracle") -> dict[str, list[float]]:
+def gap_closed(
+    curves: dict[str, np.ndarray], low: str = "pretrain", high: str = "oracle", low_step: int | None = None
+) -> dict[str, list[float]]:
     """Fraction of the ``low``-to-``high`` gap each other method closes, per step, from mean values:
-    (method_k - low_k) / (high_k - low_k), with the ``low`` method fine-tuned for the same k steps.
+    (method_k - low_k) / (high_k - low_k), with the ``low`` method fine-tuned for the same k steps,
+    or, with ``low_step`` = j, (method_k - low_j) / (high_k - low_j) (j = 0: not fine-tuned at all).
 
     The MAML paper's way of comparing cheetah results across return scales (pretrained -> oracle).
     Empty unless both methods are among the curves; ``random`` is not reported.
@@ -67,6 +70,8 @@ def gap_closed(curves: dict[str, np.ndarray], low: str = "pretrain", high: str =
     if low not in curves or high not in curves:
         return {}
     lo = curves[low].mean(axis=1)
+    if low_step is not None:
+        lo = np.full_like(lo, lo[low_step])
     hi = curves[high].mean(axis=1)
     out = {}
     for method, values in curves.items():
@@ -98,6 +103,9 @@ def write_results(out_dir: Path, curves: dict[str, np.ndarray], metric: str, tit
     gaps = gap_closed(curves)
     if gaps:
         summary["gap_closed"] = gaps
+        # against the pretrained policy as trained (no fine-tuning): robust to a step size that
+        # makes the pretrained policy worse when it is fine-tuned
+        summary["gap_closed_vs_pretrain_step0"] = gap_closed(curves, low_step=0)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_curves(summary["curves"], metric, title, out_dir / "adaptation.png", x_label)
     return summary
@@ -291,8 +299,9 @@ def evaluate_run(
     for method, rows in summary["curves"].items():
         line = "  ".join(f"{r['step']}: {r['mean']:.3f}" for r in rows)
         print(f"{method:>12} {metric} by step  {line}")
-    for method, fractions in summary.get("gap_closed", {}).items():
-        line = "  ".join(f"{k}: {f:.2f}" for k, f in enumerate(fractions))
-        print(f"{method:>12} pretrain->oracle gap closed by step  {line}")
+    for key, what in (("gap_closed", "pretrain_k"), ("gap_closed_vs_pretrain_step0", "pretrain_0")):
+        for method, fractions in summary.get(key, {}).items():
+            line = "  ".join(f"{k}: {f:.2f}" for k, f in enumerate(fractions))
+            print(f"{method:>12} {what}->oracle gap closed by step  {line}")
     print(f"wrote {out}/: {written}")
     return summary

@@ -101,6 +101,8 @@ def test_gap_closed_fraction(tmp_path):
     write_results(tmp_path, curves, "return", "title")
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["gap_closed"]["maml"] == [pytest.approx(5 / 60), pytest.approx(0.7)]
+    # against the pretrained policy without fine-tuning (-100): (-95 + 100) / 60, (-55 + 100) / 60
+    assert summary["gap_closed_vs_pretrain_step0"]["maml"] == [pytest.approx(5 / 60), pytest.approx(45 / 60)]
     assert gap_closed({k: v for k, v in curves.items() if k != "oracle"}) == {}
 
 
