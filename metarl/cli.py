@@ -40,10 +40,6 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="import MODULE first (e.g. one that registers your own task distribution); repeatable")
 
 
-#: --set keys a resumed run accepts: a longer (or shorter) run, and the progress bar
-RESUME_SETTABLE = {"train.iterations", "train.show_progress"}
-
-
 def _overrides(args) -> list[str]:
     out = list(args.set or [])
     if getattr(args, "seed", None) is not None:
@@ -102,7 +98,7 @@ def cmd_config(args) -> int:
 
 def cmd_train(args) -> int:
     from metarl.config import describe, load_config
-    from metarl.train import load_run_config, train
+    from metarl.train import RESUME_SETTABLE, load_run_config, train
 
     if args.resume:
         if args.config is not None and Path(args.config).is_dir() and args.run_dir is None:
@@ -114,7 +110,7 @@ def cmd_train(args) -> int:
         bad = [o for o in _overrides(args) if o.split("=", 1)[0].strip() not in RESUME_SETTABLE]
         if bad:
             raise SystemExit(f"metarl: error: --resume continues the run's saved config; {', '.join(bad)} would "
-                             f"change it (only {', '.join(sorted(RESUME_SETTABLE))} may be set)")
+                             f"change it (only {', '.join(RESUME_SETTABLE)} may be set)")
         cfg = load_run_config(args.run_dir, _overrides(args))
     else:
         if args.config is None:

@@ -182,7 +182,11 @@ class Collector:
         self.action_rescaling = (
             None if self.supervised or not rescale_actions else action_rescaling(self.action_space)
         )
-        self.rescale_actions = self.action_rescaling is not None
+
+    @property
+    def rescale_actions(self) -> bool:
+        """Whether policy actions are rescaled onto the bounds (see ``action_rescaling``)."""
+        return self.action_rescaling is not None
 
     @property
     def supervised(self) -> bool:
@@ -224,12 +228,13 @@ class Collector:
         return "normal", tuple(self.action_space.shape)
 
     def env_action(self, action: np.ndarray) -> np.ndarray:
-        """The env's action for a policy action: with rescaling, center + half_width * action clipped
-        to the bounds (rllab's ``normalize``, which the MAML paper's experiments used); else as is."""
+        """The env's action for a policy action: with rescaling, center + half_width * action, the
+        action clipped to [-1, 1] (rllab's ``normalize``, which the MAML paper's experiments used);
+        else as is."""
         if self.action_rescaling is None:
             return action
         center, half = self.action_rescaling
-        return np.clip(center + half * action, center - half, center + half).astype(action.dtype)
+        return (center + half * np.clip(action, -1.0, 1.0)).astype(action.dtype)
 
     def action_noise(self, num_steps: int, num_columns: int, deterministic: bool = False) -> torch.Tensor | None:
         """The action noise of one whole collection, [T, B, ...], drawn in one call from the generator.

@@ -38,6 +38,21 @@ class Experiment:
     task_rng: np.random.Generator
 
 
+#: config keys a resumed run may change (``metarl train --resume RUN --set KEY=V``): neither alters
+#: the iterations already run, so the continued run stays the one it was
+RESUME_SETTABLE = ("train.iterations", "train.show_progress")
+
+
+def _with_resume_settings(saved: ExperimentConfig, given: ExperimentConfig) -> ExperimentConfig:
+    """``saved`` with the RESUME_SETTABLE values of ``given``."""
+    cfg = saved
+    for key in RESUME_SETTABLE:
+        section, name = key.split(".")
+        part = replace(getattr(cfg, section), **{name: getattr(getattr(given, section), name)})
+        cfg = replace(cfg, **{section: part})
+    return cfg
+
+
 def seed_streams(seed: int) -> dict[str, np.random.SeedSequence]:
     children = np.random.SeedSequence(seed).spawn(4)
     return dict(zip(("init", "tasks", "collector", "eval"), children))
@@ -202,10 +217,8 @@ def _train(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> Path:
         except CheckpointError as err:
             raise RunError(str(err)) from None
         saved = config_from_dict(state["config"])
-        # The checkpoint's config is the run's; only the length and the progress bar may change
-        # (cli.RESUME_SETTABLE): neither alters the iterations already run.
-        cfg = replace(saved, train=replace(saved.train, iterations=cfg.train.iterations,
-                                           show_progress=cfg.train.show_progress))
+        # The checkpoint's config is the run's; only RESUME_SETTABLE keys are taken from ``cfg``.
+        cfg = _with_resume_settings(saved, cfg)
         if cfg != saved:
             (run_dir / "config.yaml").write_text(dump_yaml(cfg))
         start_iteration, env_steps = state["iteration"], state["env_steps"]
