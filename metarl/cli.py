@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import json
 import os
 import sys
 import traceback
@@ -152,6 +153,21 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_gap(args) -> int:
+    from metarl.evaluate import gap_from_csvs
+
+    res = gap_from_csvs(args.method_src, args.low_src, args.high_src, args.method, args.low, args.high)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    for name, means in res["means"].items():
+        print(f"{name:>12} mean by step  " + "  ".join(f"{k}: {v:.3f}" for k, v in enumerate(means)))
+    for key, what in (("gap_closed", f"{args.low}_k"), ("gap_closed_vs_low_step0", f"{args.low}_0")):
+        line = "  ".join(f"{k}: {f:.2f}" for k, f in enumerate(res[key]))
+        print(f"{args.method:>12} {what}->{args.high} gap closed by step  {line}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from metarl.bench import run
     from metarl.train import configure_threads
@@ -211,6 +227,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="PNG to write (default adaptation_curves.png, or training_curves.png with --training)")
     _common(p)
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("gap", help="fraction of the pretrained-to-oracle gap a method closes, from adaptation CSVs")
+    p.add_argument("method_src", metavar="METHOD", help="run dir, eval dir or adaptation.csv holding the method's curve")
+    p.add_argument("--low", dest="low_src", required=True, metavar="SRC", help="the same for the low end (the pretrained policy)")
+    p.add_argument("--high", dest="high_src", required=True, metavar="SRC", help="the same for the high end (the oracle)")
+    p.add_argument("--method-name", dest="method", default="maml", help="curve to take from METHOD (default maml)")
+    p.add_argument("--low-name", dest="low", default="pretrain", help="curve to take from --low (default pretrain)")
+    p.add_argument("--high-name", dest="high", default="oracle", help="curve to take from --high (default oracle)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    _common(p)
+    p.set_defaults(func=cmd_gap)
 
     p = sub.add_parser("bench", help="speed benchmarks, one JSON line each (see BENCHMARKS.md)")
     p.add_argument("which", nargs="*", choices=["collect", "maml", "sinusoid"], help="default: all three")

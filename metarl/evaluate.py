@@ -57,28 +57,65 @@ def summarize(values: np.ndarray) -> dict[str, float]:
     return {"mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half, "n_tasks": n}
 
 
+def gap_fractions(method: np.ndarray, low: np.ndarray, high: np.ndarray, low_step: int | None = None) -> list[float]:
+    """(method_k - low_k) / (high_k - low_k) for every step k, from per-step means; with ``low_step`` = j
+    the low method's step-j value replaces low_k (j = 0: the low method not fine-tuned at all).
+
+    ``high`` may hold one value (an oracle does not adapt) or one per step; ``low`` and ``method``
+    one per step, the same number."""
+    method, low, high = (np.asarray(x, dtype=float) for x in (method, low, high))
+    if method.shape != low.shape or high.shape not in (method.shape, (1,)):
+        raise ValueError(f"gap fractions need per-step means of equal length: method {method.shape}, "
+                         f"low {low.shape}, high {high.shape} (or one high value)")
+    if low_step is not None:
+        if not 0 <= low_step < len(low):
+            raise ValueError(f"low_step={low_step} is not a step of the low curve (0..{len(low) - 1})")
+        low = np.full_like(low, low[low_step])
+    return [float(x) for x in (method - low) / (high - low)]
+
+
 def gap_closed(
     curves: dict[str, np.ndarray], low: str = "pretrain", high: str = "oracle", low_step: int | None = None
 ) -> dict[str, list[float]]:
-    """Fraction of the ``low``-to-``high`` gap each other method closes, per step, from mean values:
-    (method_k - low_k) / (high_k - low_k), with the ``low`` method fine-tuned for the same k steps,
-    or, with ``low_step`` = j, (method_k - low_j) / (high_k - low_j) (j = 0: not fine-tuned at all).
+    """Fraction of the ``low``-to-``high`` gap each other method closes, per step (:func:`gap_fractions`
+    on the per-step means), with the ``low`` method fine-tuned for the same k steps, or, with
+    ``low_step`` = j, held at its step-j value.
 
     The MAML paper's way of comparing cheetah results across return scales (pretrained -> oracle).
     Empty unless both methods are among the curves; ``random`` is not reported.
     """
     if low not in curves or high not in curves:
         return {}
-    lo = curves[low].mean(axis=1)
-    if low_step is not None:
-        lo = np.full_like(lo, lo[low_step])
-    hi = curves[high].mean(axis=1)
-    out = {}
-    for method, values in curves.items():
-        if method in (low, high, "random"):
-            continue
-        out[method] = [float(x) for x in (values.mean(axis=1) - lo) / (hi - lo)]
-    return out
+    lo, hi = curves[low].mean(axis=1), curves[high].mean(axis=1)
+    return {
+        method: gap_fractions(values.mean(axis=1), lo, hi, low_step)
+        for method, values in curves.items()
+        if method not in (low, high, "random")
+    }
+
+
+def gap_from_csvs(method_csv, low_csv, high_csv, method: str = "maml", low: str = "pretrain", high: str = "oracle") -> dict:
+    """Gap fractions from the ``mean`` columns of adaptation CSVs written by separate evaluations
+    (e.g. each method at the test-time step size chosen for it on validation tasks).
+
+    Each source is a run directory, an eval directory or an adaptation.csv; ``method``, ``low`` and
+    ``high`` name the curve to take from each. Returns the means and both fractions
+    (``low`` fine-tuned the same k steps, and ``low`` not fine-tuned)."""
+    from metarl.plots import adaptation_means
+
+    m = adaptation_means(method_csv, method)
+    lo = adaptation_means(low_csv, low)
+    hi = adaptation_means(high_csv, high)
+    steps = min(len(m), len(lo))
+    if len(hi) > 1:
+        steps = min(steps, len(hi))
+        hi = hi[:steps]
+    m, lo = m[:steps], lo[:steps]
+    return {
+        "means": {method: m, low: lo, high: hi},
+        "gap_closed": gap_fractions(m, lo, hi),
+        "gap_closed_vs_low_step0": gap_fractions(m, lo, hi, low_step=0),
+    }
 
 
 def write_results(out_dir: Path, curves: dict[str, np.ndarray], metric: str, title: str, x_label: str = "gradient steps") -> dict:

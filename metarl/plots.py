@@ -90,6 +90,15 @@ def read_adaptation_csv(path: Path) -> dict[str, list[dict]]:
     return curves
 
 
+def adaptation_means(source: str | Path, method: str) -> list[float]:
+    """The per-step ``mean`` column of one method's curve in a run's / eval dir's adaptation.csv."""
+    path = _adaptation_csv(Path(source))
+    curves = read_adaptation_csv(path)
+    if method not in curves:
+        raise PlotError(f"{path}: no curve named {method!r} (it has {sorted(curves)})")
+    return [float(r["mean"]) for r in curves[method]]
+
+
 def _run_label(source: Path) -> str:
     """The run directory's name, whichever of run dir / eval dir / csv file was given."""
     source = source.resolve()

@@ -106,6 +106,34 @@ def test_gap_closed_fraction(tmp_path):
     assert gap_closed({k: v for k, v in curves.items() if k != "oracle"}) == {}
 
 
+def test_gap_from_separate_evaluations(tmp_path, capsys):
+    # Each method evaluated on its own (as with step sizes chosen per method): `metarl gap` combines
+    # the mean columns of three adaptation CSVs.
+    write_results(tmp_path / "m", {"maml": np.array([[-100.0, -90.0], [-60.0, -50.0], [-45.0, -35.0]])}, "return", "t")
+    write_results(tmp_path / "p", {"pretrain": np.array([[-100.0, -100.0], [-90.0, -90.0], [-80.0, -80.0]])}, "return", "t")
+    write_results(tmp_path / "o", {"oracle": np.array([[-40.0, -40.0]] * 3), "pretrain": np.zeros((3, 2))}, "return", "t")
+    assert main(["gap", str(tmp_path / "m"), "--low", str(tmp_path / "p"), "--high", str(tmp_path / "o" / "adaptation.csv"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["means"] == {"maml": [-95.0, -55.0, -40.0], "pretrain": [-100.0, -90.0, -80.0], "oracle": [-40.0] * 3}
+    # (m_k - p_k) / (o - p_k): 5/60, 35/50, 40/40;  (m_k - p_0) / (o - p_0): 5/60, 45/60, 60/60
+    assert res["gap_closed"] == [pytest.approx(5 / 60), pytest.approx(0.7), pytest.approx(1.0)]
+    assert res["gap_closed_vs_low_step0"] == [pytest.approx(5 / 60), pytest.approx(0.75), pytest.approx(1.0)]
+    # a curve the CSV does not hold: one line naming it and what is there
+    assert main(["gap", str(tmp_path / "m"), "--low", str(tmp_path / "m"), "--high", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "no curve named 'pretrain'" in err and "['maml']" in err
+
+
+def test_gap_fractions_validate_lengths():
+    from metarl.evaluate import gap_fractions
+
+    assert gap_fractions([-50.0, -20.0], [-100.0, -80.0], [0.0]) == [pytest.approx(0.5), pytest.approx(0.75)]
+    with pytest.raises(ValueError, match="equal length"):
+        gap_fractions([1.0, 2.0], [1.0], [3.0])
+    with pytest.raises(ValueError, match="low_step=5"):
+        gap_fractions([1.0], [0.0], [2.0], low_step=5)
+
+
 # ------------------------------------------------------------------ trained sinusoid runs
 @pytest.fixture(scope="module")
 def sinusoid_runs(tmp_path_factory):
