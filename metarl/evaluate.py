@@ -99,8 +99,10 @@ def gap_from_csvs(method_csv, low_csv, high_csv, method: str = "maml", low: str 
     (e.g. each method at the test-time step size chosen for it on validation tasks).
 
     Each source is a run directory, an eval directory or an adaptation.csv; ``method``, ``low`` and
-    ``high`` name the curve to take from each. Returns the means and both fractions
-    (``low`` fine-tuned the same k steps, and ``low`` not fine-tuned)."""
+    ``high`` name the curve to take from each. Curves evaluated for different numbers of steps are
+    compared over the steps all of them hold; a one-step ``high`` curve applies to every step.
+    Returns the means and both fractions (``low`` fine-tuned the same k steps, and ``low`` not
+    fine-tuned)."""
     from metarl.plots import adaptation_means
 
     m = adaptation_means(method_csv, method)
