@@ -154,17 +154,16 @@ def cmd_plot(args) -> int:
 
 
 def cmd_gap(args) -> int:
-    from metarl.evaluate import gap_from_csvs
+    from metarl.evaluate import gap_from_csvs, step_line
 
     res = gap_from_csvs(args.method_src, args.low_src, args.high_src, args.method, args.low, args.high)
     if args.json:
         print(json.dumps(res))
         return 0
     for name, means in res["means"].items():
-        print(f"{name:>12} mean by step  " + "  ".join(f"{k}: {v:.3f}" for k, v in enumerate(means)))
+        print(step_line(name, "mean", means, digits=3))
     for key, what in (("gap_closed", f"{args.low}_k"), ("gap_closed_vs_low_step0", f"{args.low}_0")):
-        line = "  ".join(f"{k}: {f:.2f}" for k, f in enumerate(res[key]))
-        print(f"{args.method:>12} {what}->{args.high} gap closed by step  {line}")
+        print(step_line(args.method, f"{what}->{args.high} gap closed", res[key], digits=2))
     return 0
 
 

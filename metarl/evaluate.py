@@ -57,6 +57,11 @@ def summarize(values: np.ndarray) -> dict[str, float]:
     return {"mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half, "n_tasks": n}
 
 
+def step_line(name: str, what: str, values: Sequence[float], digits: int) -> str:
+    """One printed line of per-step values: ``name what by step  0: v0  1: v1 ...``."""
+    return f"{name:>12} {what} by step  " + "  ".join(f"{k}: {v:.{digits}f}" for k, v in enumerate(values))
+
+
 def gap_fractions(method: np.ndarray, low: np.ndarray, high: np.ndarray, low_step: int | None = None) -> list[float]:
     """(method_k - low_k) / (high_k - low_k) for every step k, from per-step means; with ``low_step`` = j
     the low method's step-j value replaces low_k (j = 0: the low method not fine-tuned at all).
@@ -336,11 +341,9 @@ def evaluate_run(
         plot_regression_fits(fits, out / FITS_FILE, title)
         written += ", " + FITS_FILE
     for method, rows in summary["curves"].items():
-        line = "  ".join(f"{r['step']}: {r['mean']:.3f}" for r in rows)
-        print(f"{method:>12} {metric} by step  {line}")
+        print(step_line(method, metric, [r["mean"] for r in rows], digits=3))
     for key, what in (("gap_closed", "pretrain_k"), ("gap_closed_vs_pretrain_step0", "pretrain_0")):
         for method, fractions in summary.get(key, {}).items():
-            line = "  ".join(f"{k}: {f:.2f}" for k, f in enumerate(fractions))
-            print(f"{method:>12} {what}->oracle gap closed by step  {line}")
+            print(step_line(method, f"{what}->oracle gap closed", fractions, digits=2))
     print(f"wrote {out}/: {written}")
     return summary
