@@ -148,7 +148,7 @@ def cmd_plot(args) -> int:
     if args.training:
         out = plot_training(args.run_dirs, args.out or "training_curves.png", x=args.x)
     else:
-        out = plot_runs(args.run_dirs, args.out or "adaptation_curves.png", title=args.title)
+        out = plot_runs(args.run_dirs, args.out or "adaptation_curves.png", title=args.title, methods=args.methods)
     print(f"wrote {out}")
     return 0
 
@@ -223,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--x", choices=["iteration", "env_steps"], default="iteration",
                    help="x axis of --training plots (default iteration)")
     p.add_argument("--title", help="plot title (adaptation curves)")
+    p.add_argument("--methods", nargs="+", metavar="NAME",
+                   help="only these methods' curves (adaptation curves; e.g. leave out random)")
     p.add_argument("--out", help="PNG to write (default adaptation_curves.png, or training_curves.png with --training)")
     _common(p)
     p.set_defaults(func=cmd_plot)

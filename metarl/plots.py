@@ -109,13 +109,10 @@ def _run_label(source: Path) -> str:
     return source.name
 
 
-def plot_runs(sources: Sequence[str | Path], out: str | Path, title: str | None = None) -> Path:
-    """Overlay the adaptation curves of several runs in one PNG; labels are ``run: method``."""
-    if not sources:
-        raise PlotError("plot needs at least one run directory")
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    metrics, x_labels = set(), set()
+def select_curves(sources: Sequence[str | Path], methods: Sequence[str] | None = None) -> tuple[list[tuple[str, list[dict]]], set, set]:
+    """The curves to overlay: ``[(label "run: method", rows)]`` from every source, keeping only
+    ``methods`` when given, plus the metrics and x labels their summaries declare."""
+    curves, metrics, x_labels, seen = [], set(), set(), set()
     for source in map(Path, sources):
         csv_path = _adaptation_csv(source)
         summary_path = csv_path.parent / "summary.json"
@@ -124,10 +121,29 @@ def plot_runs(sources: Sequence[str | Path], out: str | Path, title: str | None 
             metrics.add(summary.get("metric", "value"))
             x_labels.add(summary.get("x_label", "gradient steps"))
         for method, rows in read_adaptation_csv(csv_path).items():
-            _draw_curve(ax, rows, f"{_run_label(source)}: {method}")
+            seen.add(method)
+            if methods is None or method in methods:
+                curves.append((f"{_run_label(source)}: {method}", rows))
+    missing = sorted(set(methods or ()) - seen)
+    if missing:
+        raise PlotError(f"--methods {' '.join(missing)}: no such method in {', '.join(map(str, sources))}; "
+                        f"they hold {', '.join(sorted(seen))}")
+    return curves, metrics, x_labels
+
+
+def plot_runs(sources: Sequence[str | Path], out: str | Path, title: str | None = None,
+              methods: Sequence[str] | None = None) -> Path:
+    """Overlay the adaptation curves of several runs in one PNG; labels are ``run: method``.
+    ``methods`` keeps only the curves of those methods (e.g. leave out ``random``)."""
+    if not sources:
+        raise PlotError("plot needs at least one run directory")
+    curves, metrics, x_labels = select_curves(sources, methods)
     if len(metrics) > 1:
-        plt.close(fig)
         raise PlotError(f"cannot overlay curves of different metrics {sorted(metrics)} on one axis")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, rows in curves:
+        _draw_curve(ax, rows, label)
     metric = metrics.pop() if metrics else "value"
     ax.set_xlabel(x_labels.pop() if len(x_labels) == 1 else "step")
     _integer_steps(ax)

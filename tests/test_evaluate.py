@@ -223,6 +223,18 @@ def test_plot_commands(sinusoid_runs, tmp_path, capsys):
     out = tmp_path / "overlay.png"
     assert main(["plot", str(maml_dir), str(pre_dir / "eval"), "--out", str(out)]) == 0
     _assert_png(out)
+    # --methods keeps only the named curves; a name no source holds is an error naming what they hold.
+    from metarl.plots import select_curves
+
+    all_labels = [label for label, _ in select_curves([maml_dir, pre_dir / "eval"])[0]]
+    assert {l.split(": ")[1] for l in all_labels} >= {"maml", "pretrain", "random"}
+    kept = [label for label, _ in select_curves([maml_dir, pre_dir / "eval"], ["random"])[0]]
+    assert len(kept) == 2 and all(l.endswith(": random") for l in kept)
+    assert main(["plot", str(maml_dir), "--methods", "maml", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["plot", str(maml_dir), "--methods", "maml", "nosuch", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "nosuch" in err and "random" in err
     out = tmp_path / "training.png"
     assert main(["plot", "--training", str(maml_dir), str(pre_dir), "--out", str(out)]) == 0
     _assert_png(out)
