@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="x axis of --training plots (default iteration)")
     p.add_argument("--title", help="plot title (adaptation curves)")
     p.add_argument("--methods", nargs="+", metavar="NAME",
-                   help="only these methods' curves (adaptation curves; e.g. leave out random)")
+                   help="only these curves: NAME (that method in every source) or RUN:NAME (in the source the legend calls RUN)")
     p.add_argument("--out", help="PNG to write (default adaptation_curves.png, or training_curves.png with --training)")
     _common(p)
     p.set_defaults(func=cmd_plot)

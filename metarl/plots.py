@@ -111,8 +111,11 @@ def _run_label(source: Path) -> str:
 
 def select_curves(sources: Sequence[str | Path], methods: Sequence[str] | None = None) -> tuple[list[tuple[str, list[dict]]], set, set]:
     """The curves to overlay: ``[(label "run: method", rows)]`` from every source, keeping only
-    ``methods`` when given, plus the metrics and x labels their summaries declare."""
+    ``methods`` when given, plus the metrics and x labels their summaries declare. A method is
+    ``NAME`` (that method in every source) or ``RUN:NAME`` (only in the source labelled RUN, the
+    label the legend shows), so two evaluations holding the same method can each give one curve."""
     curves, metrics, x_labels, seen = [], set(), set(), set()
+    wanted = set(methods or ())
     for source in map(Path, sources):
         csv_path = _adaptation_csv(source)
         summary_path = csv_path.parent / "summary.json"
@@ -120,14 +123,15 @@ def select_curves(sources: Sequence[str | Path], methods: Sequence[str] | None =
             summary = json.loads(summary_path.read_text())
             metrics.add(summary.get("metric", "value"))
             x_labels.add(summary.get("x_label", "gradient steps"))
+        run = _run_label(source)
         for method, rows in read_adaptation_csv(csv_path).items():
-            seen.add(method)
-            if methods is None or method in methods:
-                curves.append((f"{_run_label(source)}: {method}", rows))
-    missing = sorted(set(methods or ()) - seen)
+            seen.update((method, f"{run}:{method}"))
+            if methods is None or method in wanted or f"{run}:{method}" in wanted:
+                curves.append((f"{run}: {method}", rows))
+    missing = sorted(wanted - seen)
     if missing:
         raise PlotError(f"--methods {' '.join(missing)}: no such method in {', '.join(map(str, sources))}; "
-                        f"they hold {', '.join(sorted(seen))}")
+                        f"they hold {', '.join(sorted(m for m in seen if ':' in m))}")
     return curves, metrics, x_labels
 
 

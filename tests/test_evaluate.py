@@ -230,6 +230,10 @@ def test_plot_commands(sinusoid_runs, tmp_path, capsys):
     assert {l.split(": ")[1] for l in all_labels} >= {"maml", "pretrain", "random"}
     kept = [label for label, _ in select_curves([maml_dir, pre_dir / "eval"], ["random"])[0]]
     assert len(kept) == 2 and all(l.endswith(": random") for l in kept)
+    one_run = f"{maml_dir.name}:random"  # RUN:NAME keeps that source's curve only
+    kept = [label for label, _ in select_curves([maml_dir, pre_dir / "eval"], [one_run, "pretrain"])[0]]
+    assert f"{maml_dir.name}: random" in kept and f"{pre_dir.name}: random" not in kept, kept
+    assert f"{pre_dir.name}: pretrain" in kept, kept
     assert main(["plot", str(maml_dir), "--methods", "maml", "--out", str(out)]) == 0
     capsys.readouterr()
     assert main(["plot", str(maml_dir), "--methods", "maml", "nosuch", "--out", str(out)]) == 2
