@@ -145,9 +145,15 @@ def cmd_evaluate(args) -> int:
 def cmd_plot(args) -> int:
     from metarl.plots import plot_runs, plot_training
 
+    # Options that only one kind of plot reads are errors on the other, not silently dropped.
     if args.training:
-        out = plot_training(args.run_dirs, args.out or "training_curves.png", x=args.x)
+        unused = [flag for flag, value in (("--methods", args.methods), ("--title", args.title)) if value]
+        if unused:
+            raise SystemExit(f"metarl: error: {' and '.join(unused)} {'apply' if len(unused) > 1 else 'applies'} to adaptation curves, not to --training plots")
+        out = plot_training(args.run_dirs, args.out or "training_curves.png", x=args.x or "iteration")
     else:
+        if args.x is not None:
+            raise SystemExit(f"metarl: error: --x {args.x} applies to --training plots only")
         out = plot_runs(args.run_dirs, args.out or "adaptation_curves.png", title=args.title, methods=args.methods)
     print(f"wrote {out}")
     return 0
@@ -220,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                    help="run directories (adaptation curves from RUN_DIR/eval/adaptation.csv; an eval dir or CSV also works)")
     p.add_argument("--training", action="store_true", help="plot pre/post-update training curves from progress.csv instead")
-    p.add_argument("--x", choices=["iteration", "env_steps"], default="iteration",
+    p.add_argument("--x", choices=["iteration", "env_steps"], default=None,
                    help="x axis of --training plots (default iteration)")
     p.add_argument("--title", help="plot title (adaptation curves)")
     p.add_argument("--methods", nargs="+", metavar="NAME",

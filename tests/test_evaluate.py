@@ -244,6 +244,11 @@ def test_plot_commands(sinusoid_runs, tmp_path, capsys):
     _assert_png(out)
     assert main(["plot", "--training", str(maml_dir), "--x", "env_steps", "--out", str(out)]) == 0
     capsys.readouterr()
+    # An option the chosen kind of plot would not read is an error naming it, not silently dropped.
+    assert main(["plot", "--training", str(maml_dir), "--methods", "maml", "--out", str(out)]) == 2
+    assert "--methods" in capsys.readouterr().err
+    assert main(["plot", str(maml_dir), "--x", "env_steps", "--out", str(tmp_path / "a.png")]) == 2
+    assert "--x env_steps" in capsys.readouterr().err
     # A run without eval/ : one clear line naming it, exit status 2.
     bare = tmp_path / "bare"
     bare.mkdir()
