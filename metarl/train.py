@@ -38,9 +38,11 @@ class Experiment:
     task_rng: np.random.Generator
 
 
-#: config keys a resumed run may change (``metarl train --resume RUN --set KEY=V``): neither alters
-#: the iterations already run, so the continued run stays the one it was
-RESUME_SETTABLE = ("train.iterations", "train.show_progress")
+#: config keys a resumed run may change (``metarl train --resume RUN --set KEY=V``): none alters
+#: the iterations already run, so the continued run stays the one it was. MuJoCo stepping threads
+#: only split the environments between threads (each steps alone), so a run resumed with fewer
+#: threads, e.g. to share a machine with another training, continues bit-identically.
+RESUME_SETTABLE = ("train.iterations", "train.show_progress", "collector.num_threads")
 
 
 def _with_resume_settings(saved: ExperimentConfig, given: ExperimentConfig) -> ExperimentConfig:

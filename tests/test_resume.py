@@ -28,6 +28,12 @@ NAVIGATION = [
     "--set", "train.show_progress=false", "--set", "env.horizon=15", "--set", "maml.meta_batch_size=3",
     "--set", "maml.episodes_per_task=4", "--set", "policy.hidden_sizes=[16]", "--set", "collector.num_threads=1",
 ]
+CHEETAH = [
+    "experiments/halfcheetah_dir_maml.yaml",
+    "--set", "train.iterations=2", "--set", "train.checkpoint_every=1", "--set", "train.keep_checkpoints=10",
+    "--set", "train.show_progress=false", "--set", "env.horizon=20", "--set", "maml.meta_batch_size=2",
+    "--set", "maml.episodes_per_task=3", "--set", "policy.hidden_sizes=[16]",
+]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -159,3 +165,22 @@ def test_resume_can_extend_a_finished_run(tmp_path):
     refused = _train(["--resume", "--set", "train.iterations=90", "--set", "maml.inner_lr=0.5"], tmp_path / "parts")
     _, err = refused.communicate(timeout=600)
     assert refused.returncode == 2 and "maml.inner_lr=0.5 would change it" in err
+
+
+def test_resume_may_change_mujoco_stepping_threads(tmp_path):
+    # Threads only split the cheetahs between them, so one iteration on 1 thread resumed on 2 threads
+    # gives the rows and parameters of two iterations on 2 threads: a long run can give up a core.
+    full = _train(CHEETAH + ["--set", "collector.num_threads=2"], tmp_path / "full")
+    _, err = full.communicate(timeout=600)
+    assert full.returncode == 0, err
+    first = _train(CHEETAH[:1] + ["--set", "train.iterations=1"] + CHEETAH[3:] + ["--set", "collector.num_threads=1"],
+                   tmp_path / "parts")
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    second = _train(["--resume", "--set", "train.iterations=2", "--set", "collector.num_threads=2"], tmp_path / "parts")
+    _, err = second.communicate(timeout=600)
+    assert second.returncode == 0, err
+    assert len(_rows(tmp_path / "full")) == 2 and _rows(tmp_path / "parts") == _rows(tmp_path / "full")
+    a, b = _final_params(tmp_path / "full"), _final_params(tmp_path / "parts")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert "num_threads: 2" in (tmp_path / "parts" / "config.yaml").read_text()
