@@ -26,6 +26,7 @@ trial. The slow learner is PPO (default) or TRPO on whole trials:
 from __future__ import annotations
 
 import math
+import time
 from typing import Sequence
 
 import numpy as np
@@ -214,8 +215,10 @@ class RL2:
 
     def train_iteration(self, rng: np.random.Generator) -> dict[str, float]:
         cfg = self.cfg
+        t0 = time.perf_counter()
         tasks = self.collector.sample_tasks(cfg.trials_per_iteration, rng)
         batch = self.collect(tasks)
+        t1 = time.perf_counter()
         stats = trial_return_stats(batch)
         stats["env_steps"] = float(batch.num_steps)
         b = batch.to(self.device)
@@ -232,6 +235,9 @@ class RL2:
             stats.update(self._ppo(b, adv, returns, rng))
         else:
             stats.update(self._trpo(b, adv, returns, rng))
+        # wall-clock phases, as MAML logs them: training time is read from progress.csv
+        stats["time/sampling_s"] = t1 - t0
+        stats["time/update_s"] = time.perf_counter() - t1
         return stats
 
     def _minibatches(self, num_columns: int, rng: np.random.Generator):

@@ -361,6 +361,7 @@ def test_cheetah_config_runs_one_iteration_end_to_end(tmp_path, name):
         row = next(csv.DictReader(f))
     assert float(row["env_steps_total"]) == 2 * 2 * 4
     assert {"return/episode_0", "return/episode_1", "return/trial"} <= set(row)
+    assert float(row["time/sampling_s"]) > 0 and float(row["time/update_s"]) > 0
     summary = evaluate_run(run, tasks=2)
     assert [r["step"] for r in summary["curves"]["rl2"]] == [0, 1]
     assert summary["x_label"] == "episode in trial"
