@@ -279,8 +279,9 @@ def test_train_iteration_stats_and_state_round_trip(optimizer):
     buffer.seek(0)
     clone.load_state_dict(torch.load(buffer))
     clone.collector.set_rng_state(algo.collector.get_rng_state())
-    s1 = algo.train_iteration(np.random.default_rng(5))
-    s2 = clone.train_iteration(np.random.default_rng(5))
+    # wall-clock columns cannot match between two runs; every other statistic must
+    s1, s2 = ({k: v for k, v in algo_.train_iteration(np.random.default_rng(5)).items() if not k.startswith("time/")}
+              for algo_ in (algo, clone))
     assert s1 == pytest.approx(s2, rel=1e-5, abs=1e-7)
     for a, b in zip(algo.state_dict()["policy"].values(), clone.state_dict()["policy"].values()):
         torch.testing.assert_close(a, b)
