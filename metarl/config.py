@@ -712,7 +712,7 @@ class EnvConfig:
     horizon: int | None = None
     """Episode length H; null uses the registered max_episode_steps."""
     rescale_actions: bool = True
-    """Continuous policies act in [-1, 1] per dimension, mapped onto the action space's finite bounds and clipped (as rllab's normalize(), used by the MAML paper); no effect on [-1, 1], unbounded or discrete spaces."""
+    """Continuous policies act in [-1, 1] per dimension, clipped to it and mapped onto the action space's finite bounds (as rllab's normalize(), used by the MAML paper); no effect on [-1, 1], unbounded or discrete spaces. On or off, every Box action is clipped to the bounds before the env sees it."""
 
     def validate(self) -> None:
         if not self.id.strip():

@@ -82,7 +82,7 @@ def test_curve_is_constant_and_measured_with_the_oracle_collector(trained):
     sb3_actions, _ = trainer.model.predict(obs, deterministic=True)
     with torch.no_grad():
         ours = trainer.policy.distribution(trainer.policy(torch.from_numpy(obs))).mode().numpy()
-    np.testing.assert_allclose(ours, sb3_actions, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.clip(ours, -1, 1), sb3_actions, rtol=1e-6, atol=1e-7)  # the collector clips
 
 
 def test_state_round_trip_and_exact_continuation(trained):
@@ -152,6 +152,19 @@ def test_ppo_acts_on_the_collectors_action_scale():
         np.testing.assert_allclose(obs2[:2] - obs[:2], [0.05, -0.1], atol=1e-6)  # position moved; clipped in y
     finally:
         trainer.close()
+    # The same clipping on a [-1, 1] space: PPO's env charges the cheetah's control cost on the
+    # torque applied, so torques 10 and 1 get the same reward (Collector.env_action, as the others).
+    cheetah = OracleTrainer(load_config("experiments/halfcheetah_vel_oracle.yaml"),
+                            Collector("metarl/HalfCheetahVel-v0", seed=0), num_envs=1, episodes_per_env=1)
+    try:
+        env = cheetah.venv.envs[0]
+        rewards = []
+        for torque in (1.0, 10.0):
+            env.reset(seed=0)
+            rewards.append(env.step(np.full(6, torque, dtype=np.float32))[1])
+        assert rewards[0] == rewards[1]
+    finally:
+        cheetah.close()
     raw = OracleTrainer(load_config("experiments/navigation2d_oracle.yaml", ["env.rescale_actions=false"]),
                         Collector(NAV, seed=0, rescale_actions=False), num_envs=1, episodes_per_env=1)
     try:
