@@ -206,19 +206,20 @@ def regression_fits(algo, tasks: Sequence, collector: Collector, ev, steps: Sequ
 
     For every task: ``FIT_QUERY_POINTS`` fresh samples of the task (inputs and targets, sorted by x)
     stand for the true function, whatever the task family; the model adapts on K support samples
-    (``ev.episodes_per_task`` or ``maml.episodes_per_task``) with the test-time step sizes, and its
-    predictions at the query inputs are recorded after each of ``steps`` inner steps.
+    (``ev.episodes_per_task`` or ``maml.episodes_per_task``) with the test-time step sizes (a
+    Meta-SGD run: its learned rates), and its predictions at the query inputs are recorded after
+    each of ``steps`` inner steps.
     """
-    from metarl.maml import MAML, InnerData, test_time_inner_lrs
+    from metarl.maml import InnerData, test_time_inner_lrs
     from metarl.policies import expand_params, policy_forward
 
     cfg = algo.cfg
-    m = MAML(algo.policy, collector, replace(cfg, learn_inner_lr=False), device=algo.device)
+    m = algo.evaluator(collector)
     M = len(tasks)
     support = m.collect_inner(tasks, None, ev.episodes_per_task or cfg.episodes_per_task).batch
     query = m.collect_inner(tasks, None, FIT_QUERY_POINTS).batch
     last = max(steps)
-    lrs = test_time_inner_lrs(cfg, ev, last)
+    lrs = test_time_inner_lrs(cfg, ev, last, learned=algo.inner_lrs is not None)
     params = None
     preds: dict[int, torch.Tensor] = {}
     for j in range(last + 1):
@@ -314,7 +315,9 @@ def evaluate_run(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ev.seed + 1)
             random_policy = build_policy(cfg, exp.collector)
-        random_algo = MAML(random_policy, exp.collector, cfg.maml)
+        # A random initialisation has no learned rates: it adapts with the scalar step sizes
+        # (eval.inner_lr*, else maml.inner_lr), also when the run is Meta-SGD.
+        random_algo = MAML(random_policy, exp.collector, replace(cfg.maml, learn_inner_lr=False))
         curves["random"] = random_algo.adaptation_curve(test_tasks, _eval_collector(cfg, ev), ev)
     gradient_based = {cfg.algo: exp.algo} if cfg.algo in ("maml", "pretrain") else {}
     for other in compare:
@@ -323,7 +326,11 @@ def evaluate_run(
         if ocfg.env.id != cfg.env.id:
             raise RunError(f"--compare {other}: its environment is {ocfg.env.id}, not {cfg.env.id}")
         name = ocfg.algo if ocfg.algo not in curves else f"{ocfg.algo} ({other.name})"
-        curves[name] = oexp.algo.adaptation_curve(test_tasks, _eval_collector(ocfg, ev), ev)
+        oev = ev
+        if getattr(oexp.algo, "inner_lrs", None) is not None and (ev.inner_lr, ev.inner_lr_after_first) != (None, None):
+            oev = replace(ev, inner_lr=None, inner_lr_after_first=None)
+            print(f"{name}: a Meta-SGD run, adapts with its learned per-parameter rates, not eval.inner_lr*")
+        curves[name] = oexp.algo.adaptation_curve(test_tasks, _eval_collector(ocfg, oev), oev)
         if ocfg.algo in ("maml", "pretrain"):
             gradient_based[name] = oexp.algo
 
@@ -337,7 +344,9 @@ def evaluate_run(
 
         fit_tasks = test_tasks[:FIT_TASKS]
         # Same seed for every method: the same support and query points in every row of the figure.
-        fits = {name: regression_fits(algo, fit_tasks, _eval_collector(cfg, ev), ev) for name, algo in gradient_based.items()}
+        fits = {name: regression_fits(algo, fit_tasks, _eval_collector(cfg, ev),
+                                      replace(ev, inner_lr=None, inner_lr_after_first=None) if algo.inner_lrs is not None else ev)
+                for name, algo in gradient_based.items()}
         plot_regression_fits(fits, out / FITS_FILE, title)
         written += ", " + FITS_FILE
     for method, rows in summary["curves"].items():

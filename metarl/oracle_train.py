@@ -32,8 +32,8 @@ the meta-learners' envs see (SB3 also clips to the wrapper's bounds first, which
 Evaluation. The oracle's adaptation "curve" is its performance on each test task, repeated at every
 step: it is measured with metarl's own :class:`~metarl.collector.Collector` on the
 task-in-observation environment (``oracle=True``, same seed and settings as the evaluation
-collector it is given), with the policy's *mean* action (``deterministic=True``), as SB3's
-``predict(deterministic=True)`` would act (clipped by the collector, as SB3 clips).
+collector it is given), scored like every other method: with sampled actions, or with the mean
+action for every method when ``eval.deterministic`` is true.
 """
 
 from __future__ import annotations
@@ -257,12 +257,13 @@ class OracleTrainer:
         )
 
     def adaptation_curve(self, tasks: Sequence, collector: Collector, ev) -> np.ndarray:
-        """Mean return of the mean action on each task, repeated for steps 0..ev.steps: [steps+1, n_tasks]."""
+        """Mean return on each task, repeated for steps 0..ev.steps: [steps+1, n_tasks]. Actions are
+        sampled, as for every other method, or the mean action with ``ev.deterministic``."""
         episodes = ev.episodes_per_task or self.cfg.maml.episodes_per_task
         oc = collector if collector.oracle else self.oracle_collector(collector)
         try:
             with torch.no_grad():
-                batch = oc.collect(self.policy, tasks, episodes, deterministic=True)
+                batch = oc.collect(self.policy, tasks, episodes, deterministic=ev.deterministic)
         finally:
             if oc is not collector:
                 oc.close()
