@@ -911,7 +911,7 @@ class EvalConfig:
     inner_lr_after_first: float | None = None
     """Step size for steps after the first; null = inner_lr (the MAML paper used 0.1 then 0.05). Must be null for a Meta-SGD run."""
     episodes_per_task: int | None = None
-    """Episodes (H=1: support samples) per task per step; null = maml.episodes_per_task."""
+    """Episodes (H=1: support samples) per task per step; null = maml.episodes_per_task (metarl evaluate: the evaluated run's, for every compared method)."""
     seed: int = 1000
     """Seed of the held-out test task stream, separate from training."""
     deterministic: bool = False

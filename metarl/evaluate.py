@@ -177,6 +177,12 @@ def _load_run(run_dir: Path, checkpoint: int | None, overrides: Sequence[str] = 
     return cfg, exp, 0 if state is None else state["iteration"]
 
 
+def _horizon(cfg) -> int:
+    from metarl.vector import horizon
+
+    return cfg.env.horizon if cfg.env.horizon is not None else horizon(cfg.env.id)
+
+
 def _eval_collector(cfg, ev) -> Collector:
     # Every method gets a fresh collector with the same seed: common random numbers across methods.
     return Collector(cfg.env.id, seed=ev.seed, backend=cfg.collector.backend, env_kwargs=cfg.env.kwargs,
@@ -302,8 +308,10 @@ def evaluate_run(
 
     run_dir = Path(run_dir)
     cfg, exp, iteration = _load_run(run_dir, checkpoint, overrides)
+    # One episode count (H = 1: K support samples) for every method scored: the evaluated run's.
     ev = replace(cfg.eval, steps=cfg.eval.steps if steps is None else steps,
-                 tasks=cfg.eval.tasks if tasks is None else tasks, seed=cfg.eval.seed if seed is None else seed)
+                 tasks=cfg.eval.tasks if tasks is None else tasks, seed=cfg.eval.seed if seed is None else seed,
+                 episodes_per_task=cfg.eval.episodes_per_task or cfg.maml.episodes_per_task)
     if ev.steps < 0 or ev.tasks < 1:
         raise RunError(f"evaluate needs --steps >= 0 and --tasks >= 1, got steps={ev.steps}, tasks={ev.tasks}")
     test_tasks = _eval_collector(cfg, ev).sample_tasks(ev.tasks, np.random.default_rng(ev.seed))
@@ -325,6 +333,9 @@ def evaluate_run(
         ocfg, oexp, _ = _load_run(other, None)
         if ocfg.env.id != cfg.env.id:
             raise RunError(f"--compare {other}: its environment is {ocfg.env.id}, not {cfg.env.id}")
+        if (_horizon(ocfg), ocfg.env.kwargs) != (_horizon(cfg), cfg.env.kwargs):
+            raise RunError(f"--compare {other}: its horizon and env.kwargs ({_horizon(ocfg)}, {ocfg.env.kwargs}) "
+                           f"differ from {run_dir}'s ({_horizon(cfg)}, {cfg.env.kwargs}): not the same tasks")
         name = ocfg.algo if ocfg.algo not in curves else f"{ocfg.algo} ({other.name})"
         oev = ev
         if getattr(oexp.algo, "inner_lrs", None) is not None and (ev.inner_lr, ev.inner_lr_after_first) != (None, None):

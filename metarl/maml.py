@@ -207,7 +207,10 @@ class MAML:
         stats["time/sampling_s"] = self._seconds["sampling"]
         stats["time/adaptation_s"] = self._seconds["adaptation"]
         stats["time/update_s"] = time.perf_counter() - t1
-        steps = sum(d.batch.num_steps for d in inner if not self.supervised) + query.batch.num_steps
+        # Every sample drawn: supervised inner steps all reuse the first K support samples (count
+        # them once, as pretraining's budget in metarl.train counts them).
+        inner_samples = inner[:1] if self.supervised else inner
+        steps = sum(d.batch.num_steps for d in inner_samples) + query.batch.num_steps
         stats["env_steps"] = float(steps)
         return stats
 

@@ -428,3 +428,14 @@ def test_maml_curve_scores_sampled_episodes_or_mean_actions():
     np.testing.assert_array_equal(mean, np.stack(expected))
     assert not np.array_equal(mean, sampled)
 
+
+def test_compare_runs_must_share_horizon_and_env_kwargs(tmp_path, capsys):
+    runs = {}
+    for name, extra in (("a", []), ("b", ["env.horizon=50"])):
+        cfg = load_config("experiments/navigation2d_maml.yaml", ["eval.tasks=2", "eval.steps=0", *extra])
+        runs[name] = tmp_path / name
+        runs[name].mkdir()
+        (runs[name] / "config.yaml").write_text(dump_yaml(cfg))
+    assert main(["evaluate", str(runs["a"]), "--compare", str(runs["b"])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "horizon and env.kwargs (50, {})" in err and "(100, {})" in err
