@@ -108,8 +108,9 @@ def gap_from_csvs(method_csv, low_csv, high_csv, method: str = "maml", low: str 
     compared over the steps all of them hold; a one-step ``high`` curve applies to every step.
     Returns the means and both fractions (``low`` fine-tuned the same k steps, and ``low`` not
     fine-tuned)."""
-    from metarl.plots import adaptation_means
+    from metarl.plots import adaptation_means, check_same_actions
 
+    check_same_actions([method_csv, low_csv, high_csv])
     m = adaptation_means(method_csv, method)
     lo = adaptation_means(low_csv, low)
     hi = adaptation_means(high_csv, high)
@@ -125,8 +126,10 @@ def gap_from_csvs(method_csv, low_csv, high_csv, method: str = "maml", low: str 
     }
 
 
-def write_results(out_dir: Path, curves: dict[str, np.ndarray], metric: str, title: str, x_label: str = "gradient steps") -> dict:
-    """adaptation.csv, adaptation_per_task.csv, summary.json and adaptation.png in ``out_dir``."""
+def write_results(out_dir: Path, curves: dict[str, np.ndarray], metric: str, title: str, x_label: str = "gradient steps",
+                  actions: str = "sampled") -> dict:
+    """adaptation.csv, adaptation_per_task.csv, summary.json and adaptation.png in ``out_dir``;
+    ``actions`` (``sampled`` or ``mean``) says how every method was scored."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for method, values in curves.items():
@@ -143,7 +146,7 @@ def write_results(out_dir: Path, curves: dict[str, np.ndarray], metric: str, tit
             for step in range(values.shape[0]):
                 for task, v in enumerate(values[step]):
                     w.writerow([method, step, task, repr(float(v))])
-    summary = {"metric": metric, "title": title, "x_label": x_label, "curves": {m: [r for r in rows if r["method"] == m] for m in curves}}
+    summary = {"metric": metric, "title": title, "x_label": x_label, "actions": actions, "curves": {m: [r for r in rows if r["method"] == m] for m in curves}}
     gaps = gap_closed(curves)
     if gaps:
         summary["gap_closed"] = gaps
@@ -348,7 +351,8 @@ def evaluate_run(
     metric = getattr(exp.algo, "metric", "return")
     title = f"{cfg.env.id} (iteration {iteration})"
     out = Path(out_dir) if out_dir is not None else run_dir / "eval"
-    summary = write_results(out, curves, metric, title, getattr(exp.algo, "curve_x_label", "gradient steps"))
+    summary = write_results(out, curves, metric, title, getattr(exp.algo, "curve_x_label", "gradient steps"),
+                            actions="mean" if ev.deterministic else "sampled")
     written = "adaptation.csv, adaptation_per_task.csv, summary.json, adaptation.png"
     if gradient_based and supports_regression_fits(exp.collector):
         from metarl.plots import plot_regression_fits

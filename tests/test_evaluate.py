@@ -122,6 +122,14 @@ def test_gap_from_separate_evaluations(tmp_path, capsys):
     assert main(["gap", str(tmp_path / "m"), "--low", str(tmp_path / "m"), "--high", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "no curve named 'pretrain'" in err and "['maml']" in err
+    # evaluations scored with different actions (eval.deterministic) are not put side by side
+    write_results(tmp_path / "o_mean", {"oracle": np.array([[-30.0, -30.0]] * 3)}, "return", "t", actions="mean")
+    assert json.loads((tmp_path / "m" / "summary.json").read_text())["actions"] == "sampled"
+    for args in (["gap", str(tmp_path / "m"), "--low", str(tmp_path / "p"), "--high", str(tmp_path / "o_mean")],
+                 ["plot", str(tmp_path / "m"), str(tmp_path / "o_mean"), "--out", str(tmp_path / "x.png")]):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "(mean actions)" in err and "(sampled actions)" in err, err
 
 
 def test_gap_fractions_validate_lengths():
