@@ -135,9 +135,14 @@ class Collector:
     (seed, B, b) (:meth:`column_seeds`), and the action noise of the whole collection is drawn up front
     in one call (:meth:`action_noise`), of which every column uses only its own slice.
 
+    Actions the env sees (:meth:`env_action`, the one place this happens, for every caller: training,
+    evaluation, Ray actors, the oracle's PPO and its evaluation): every continuous action is clipped to
+    the action space's bounds, so an env never sees (nor charges a control cost on) an action it
+    cannot apply. The batch stores the policy's own unclipped sample, whose log-probability is the one
+    the algorithms differentiate.
     rescale_actions: Box actions of the policy live in [-1, 1] per dimension and are mapped affinely
-    onto the action space's bounds (then clipped) before stepping; the batch stores the policy's
-    actions. No effect on unbounded or [-1, 1] Boxes, discrete or supervised tasks (:func:`action_rescaling`).
+    onto the action space's bounds (after clipping to [-1, 1]) before stepping. No effect on unbounded
+    or [-1, 1] Boxes (clipped to their bounds all the same), discrete or supervised tasks (:func:`action_rescaling`).
     backend: the vector env implementation (``auto``, ``native``, ``gym``); ``ray`` is honoured by
     :class:`metarl.ray_collector.RayCollector`, and a plain Collector given it (e.g. the in-process
     evaluation collector of a run configured for Ray) uses ``auto``, which gives the same batches.
@@ -182,6 +187,10 @@ class Collector:
         self.action_rescaling = (
             None if self.supervised or not rescale_actions else action_rescaling(self.action_space)
         )
+        #: (low, high) every continuous action is clipped to before stepping; None: discrete or supervised
+        self.action_bounds = None
+        if not self.supervised and isinstance(self.action_space, gym.spaces.Box):
+            self.action_bounds = (np.asarray(self.action_space.low), np.asarray(self.action_space.high))
 
     @property
     def rescale_actions(self) -> bool:
@@ -228,13 +237,19 @@ class Collector:
         return "normal", tuple(self.action_space.shape)
 
     def env_action(self, action: np.ndarray) -> np.ndarray:
-        """The env's action for a policy action: with rescaling, center + half_width * action, the
-        action clipped to [-1, 1] (rllab's ``normalize``, which the MAML paper's experiments used);
-        else as is."""
-        if self.action_rescaling is None:
-            return action
-        center, half = self.action_rescaling
-        return (center + half * np.clip(action, -1.0, 1.0)).astype(action.dtype)
+        """The env's action for a policy action, always within the action space's bounds: with
+        rescaling, center + half_width * clip(action, -1, 1) (rllab's ``normalize``, which the MAML
+        paper's experiments used); else, for a Box, the action clipped to its bounds (as rllab and
+        SB3 do: a [-1, 1] cheetah must not charge 0.05|a|^2 on a torque it clamps); else as is.
+
+        The one function that maps policy actions to env actions: the collector's step loop (local
+        and in Ray actors) and the oracle's PPO environments call it."""
+        if self.action_rescaling is not None:
+            center, half = self.action_rescaling
+            return (center + half * np.clip(action, -1.0, 1.0)).astype(action.dtype)
+        if self.action_bounds is not None:
+            return np.clip(action, *self.action_bounds).astype(action.dtype, copy=False)
+        return action
 
     def action_noise(self, num_steps: int, num_columns: int, deterministic: bool = False) -> torch.Tensor | None:
         """The action noise of one whole collection, [T, B, ...], drawn in one call from the generator.

@@ -712,7 +712,7 @@ class EnvConfig:
     horizon: int | None = None
     """Episode length H; null uses the registered max_episode_steps."""
     rescale_actions: bool = True
-    """Continuous policies act in [-1, 1] per dimension, mapped onto the action space's finite bounds and clipped (as rllab's normalize(), used by the MAML paper); no effect on [-1, 1], unbounded or discrete spaces."""
+    """Continuous policies act in [-1, 1] per dimension, clipped to it and mapped onto the action space's finite bounds (as rllab's normalize(), used by the MAML paper); no effect on [-1, 1], unbounded or discrete spaces. On or off, every Box action is clipped to the bounds before the env sees it."""
 
     def validate(self) -> None:
         if not self.id.strip():
@@ -907,13 +907,15 @@ class EvalConfig:
     steps: int = 3
     """Gradient steps; performance is measured after 0..steps of them."""
     inner_lr: float | None = None
-    """Inner step size at test time; null = maml.inner_lr."""
+    """Inner step size at test time; null = maml.inner_lr. Must be null for a Meta-SGD run (maml.learn_inner_lr: true), which adapts with its learned per-parameter rates."""
     inner_lr_after_first: float | None = None
-    """Step size for steps after the first; null = inner_lr (the MAML paper used 0.1 then 0.05)."""
+    """Step size for steps after the first; null = inner_lr (the MAML paper used 0.1 then 0.05). Must be null for a Meta-SGD run."""
     episodes_per_task: int | None = None
-    """Episodes (H=1: support samples) per task per step; null = maml.episodes_per_task."""
+    """Episodes (H=1: support samples) per task per step; null = maml.episodes_per_task (metarl evaluate: the evaluated run's, for every compared method)."""
     seed: int = 1000
     """Seed of the held-out test task stream, separate from training."""
+    deterministic: bool = False
+    """Score every method of the evaluation (MAML, pretrain, random, RL², oracle) with its mean action instead of sampled actions; adaptation episodes stay sampled. No effect on H=1 tasks."""
 
     def validate(self) -> None:
         check_range(self, "tasks", ge=1)
@@ -950,3 +952,12 @@ class ExperimentConfig:
     def validate(self) -> None:
         # numpy's SeedSequence rejects negative seeds.
         check_range(self, "seed", ge=0)
+        if self.maml.learn_inner_lr:
+            if self.algo == "pretrain":
+                raise ConfigError("maml.learn_inner_lr: true needs algo maml; pretrain takes no inner step to learn rates from")
+            for key in ("inner_lr", "inner_lr_after_first"):
+                value = getattr(self.eval, key)
+                if value is not None:
+                    raise ConfigError(
+                        f"eval.{key} = {value} is set for a Meta-SGD run (maml.learn_inner_lr: true), which adapts "
+                        f"with its learned per-parameter rates at test time; unset it (--set eval.{key}=null)")

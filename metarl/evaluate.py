@@ -108,8 +108,9 @@ def gap_from_csvs(method_csv, low_csv, high_csv, method: str = "maml", low: str 
     compared over the steps all of them hold; a one-step ``high`` curve applies to every step.
     Returns the means and both fractions (``low`` fine-tuned the same k steps, and ``low`` not
     fine-tuned)."""
-    from metarl.plots import adaptation_means
+    from metarl.plots import adaptation_means, check_same_actions
 
+    check_same_actions([method_csv, low_csv, high_csv])
     m = adaptation_means(method_csv, method)
     lo = adaptation_means(low_csv, low)
     hi = adaptation_means(high_csv, high)
@@ -125,8 +126,10 @@ def gap_from_csvs(method_csv, low_csv, high_csv, method: str = "maml", low: str 
     }
 
 
-def write_results(out_dir: Path, curves: dict[str, np.ndarray], metric: str, title: str, x_label: str = "gradient steps") -> dict:
-    """adaptation.csv, adaptation_per_task.csv, summary.json and adaptation.png in ``out_dir``."""
+def write_results(out_dir: Path, curves: dict[str, np.ndarray], metric: str, title: str, x_label: str = "gradient steps",
+                  actions: str = "sampled") -> dict:
+    """adaptation.csv, adaptation_per_task.csv, summary.json and adaptation.png in ``out_dir``;
+    ``actions`` (``sampled`` or ``mean``) says how every method was scored."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for method, values in curves.items():
@@ -143,7 +146,7 @@ def write_results(out_dir: Path, curves: dict[str, np.ndarray], metric: str, tit
             for step in range(values.shape[0]):
                 for task, v in enumerate(values[step]):
                     w.writerow([method, step, task, repr(float(v))])
-    summary = {"metric": metric, "title": title, "x_label": x_label, "curves": {m: [r for r in rows if r["method"] == m] for m in curves}}
+    summary = {"metric": metric, "title": title, "x_label": x_label, "actions": actions, "curves": {m: [r for r in rows if r["method"] == m] for m in curves}}
     gaps = gap_closed(curves)
     if gaps:
         summary["gap_closed"] = gaps
@@ -177,6 +180,12 @@ def _load_run(run_dir: Path, checkpoint: int | None, overrides: Sequence[str] = 
     return cfg, exp, 0 if state is None else state["iteration"]
 
 
+def _horizon(cfg) -> int:
+    from metarl.vector import horizon
+
+    return cfg.env.horizon if cfg.env.horizon is not None else horizon(cfg.env.id)
+
+
 def _eval_collector(cfg, ev) -> Collector:
     # Every method gets a fresh collector with the same seed: common random numbers across methods.
     return Collector(cfg.env.id, seed=ev.seed, backend=cfg.collector.backend, env_kwargs=cfg.env.kwargs,
@@ -206,19 +215,20 @@ def regression_fits(algo, tasks: Sequence, collector: Collector, ev, steps: Sequ
 
     For every task: ``FIT_QUERY_POINTS`` fresh samples of the task (inputs and targets, sorted by x)
     stand for the true function, whatever the task family; the model adapts on K support samples
-    (``ev.episodes_per_task`` or ``maml.episodes_per_task``) with the test-time step sizes, and its
-    predictions at the query inputs are recorded after each of ``steps`` inner steps.
+    (``ev.episodes_per_task`` or ``maml.episodes_per_task``) with the test-time step sizes (a
+    Meta-SGD run: its learned rates), and its predictions at the query inputs are recorded after
+    each of ``steps`` inner steps.
     """
-    from metarl.maml import MAML, InnerData, test_time_inner_lrs
+    from metarl.maml import InnerData, test_time_inner_lrs
     from metarl.policies import expand_params, policy_forward
 
     cfg = algo.cfg
-    m = MAML(algo.policy, collector, replace(cfg, learn_inner_lr=False), device=algo.device)
+    m = algo.evaluator(collector)
     M = len(tasks)
     support = m.collect_inner(tasks, None, ev.episodes_per_task or cfg.episodes_per_task).batch
     query = m.collect_inner(tasks, None, FIT_QUERY_POINTS).batch
     last = max(steps)
-    lrs = test_time_inner_lrs(cfg, ev, last)
+    lrs = test_time_inner_lrs(cfg, ev, last, learned=algo.inner_lrs is not None)
     params = None
     preds: dict[int, torch.Tensor] = {}
     for j in range(last + 1):
@@ -301,8 +311,10 @@ def evaluate_run(
 
     run_dir = Path(run_dir)
     cfg, exp, iteration = _load_run(run_dir, checkpoint, overrides)
+    # One episode count (H = 1: K support samples) for every method scored: the evaluated run's.
     ev = replace(cfg.eval, steps=cfg.eval.steps if steps is None else steps,
-                 tasks=cfg.eval.tasks if tasks is None else tasks, seed=cfg.eval.seed if seed is None else seed)
+                 tasks=cfg.eval.tasks if tasks is None else tasks, seed=cfg.eval.seed if seed is None else seed,
+                 episodes_per_task=cfg.eval.episodes_per_task or cfg.maml.episodes_per_task)
     if ev.steps < 0 or ev.tasks < 1:
         raise RunError(f"evaluate needs --steps >= 0 and --tasks >= 1, got steps={ev.steps}, tasks={ev.tasks}")
     test_tasks = _eval_collector(cfg, ev).sample_tasks(ev.tasks, np.random.default_rng(ev.seed))
@@ -314,7 +326,9 @@ def evaluate_run(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ev.seed + 1)
             random_policy = build_policy(cfg, exp.collector)
-        random_algo = MAML(random_policy, exp.collector, cfg.maml)
+        # A random initialisation has no learned rates: it adapts with the scalar step sizes
+        # (eval.inner_lr*, else maml.inner_lr), also when the run is Meta-SGD.
+        random_algo = MAML(random_policy, exp.collector, replace(cfg.maml, learn_inner_lr=False))
         curves["random"] = random_algo.adaptation_curve(test_tasks, _eval_collector(cfg, ev), ev)
     gradient_based = {cfg.algo: exp.algo} if cfg.algo in ("maml", "pretrain") else {}
     for other in compare:
@@ -322,22 +336,32 @@ def evaluate_run(
         ocfg, oexp, _ = _load_run(other, None)
         if ocfg.env.id != cfg.env.id:
             raise RunError(f"--compare {other}: its environment is {ocfg.env.id}, not {cfg.env.id}")
+        if (_horizon(ocfg), ocfg.env.kwargs) != (_horizon(cfg), cfg.env.kwargs):
+            raise RunError(f"--compare {other}: its horizon and env.kwargs ({_horizon(ocfg)}, {ocfg.env.kwargs}) "
+                           f"differ from {run_dir}'s ({_horizon(cfg)}, {cfg.env.kwargs}): not the same tasks")
         name = ocfg.algo if ocfg.algo not in curves else f"{ocfg.algo} ({other.name})"
-        curves[name] = oexp.algo.adaptation_curve(test_tasks, _eval_collector(ocfg, ev), ev)
+        oev = ev
+        if getattr(oexp.algo, "inner_lrs", None) is not None and (ev.inner_lr, ev.inner_lr_after_first) != (None, None):
+            oev = replace(ev, inner_lr=None, inner_lr_after_first=None)
+            print(f"{name}: a Meta-SGD run, adapts with its learned per-parameter rates, not eval.inner_lr*")
+        curves[name] = oexp.algo.adaptation_curve(test_tasks, _eval_collector(ocfg, oev), oev)
         if ocfg.algo in ("maml", "pretrain"):
             gradient_based[name] = oexp.algo
 
     metric = getattr(exp.algo, "metric", "return")
     title = f"{cfg.env.id} (iteration {iteration})"
     out = Path(out_dir) if out_dir is not None else run_dir / "eval"
-    summary = write_results(out, curves, metric, title, getattr(exp.algo, "curve_x_label", "gradient steps"))
+    summary = write_results(out, curves, metric, title, getattr(exp.algo, "curve_x_label", "gradient steps"),
+                            actions="mean" if ev.deterministic else "sampled")
     written = "adaptation.csv, adaptation_per_task.csv, summary.json, adaptation.png"
     if gradient_based and supports_regression_fits(exp.collector):
         from metarl.plots import plot_regression_fits
 
         fit_tasks = test_tasks[:FIT_TASKS]
         # Same seed for every method: the same support and query points in every row of the figure.
-        fits = {name: regression_fits(algo, fit_tasks, _eval_collector(cfg, ev), ev) for name, algo in gradient_based.items()}
+        fits = {name: regression_fits(algo, fit_tasks, _eval_collector(cfg, ev),
+                                      replace(ev, inner_lr=None, inner_lr_after_first=None) if algo.inner_lrs is not None else ev)
+                for name, algo in gradient_based.items()}
         plot_regression_fits(fits, out / FITS_FILE, title)
         written += ", " + FITS_FILE
     for method, rows in summary["curves"].items():

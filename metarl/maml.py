@@ -207,7 +207,10 @@ class MAML:
         stats["time/sampling_s"] = self._seconds["sampling"]
         stats["time/adaptation_s"] = self._seconds["adaptation"]
         stats["time/update_s"] = time.perf_counter() - t1
-        steps = sum(d.batch.num_steps for d in inner if not self.supervised) + query.batch.num_steps
+        # Every sample drawn: supervised inner steps all reuse the first K support samples (count
+        # them once, as pretraining's budget in metarl.train counts them).
+        inner_samples = inner[:1] if self.supervised else inner
+        steps = sum(d.batch.num_steps for d in inner_samples) + query.batch.num_steps
         stats["env_steps"] = float(steps)
         return stats
 
@@ -314,19 +317,34 @@ class MAML:
     def adaptation_curve(self, tasks, collector: Collector, ev) -> np.ndarray:
         """Performance after 0..ev.steps inner steps on held-out tasks: [steps + 1, n_tasks].
 
-        RL: mean return of fresh episodes collected after each step. Supervised: loss on a fresh
-        query set of ``EVAL_QUERY_POINTS`` points after steps on the same K support points.
-        The inner learning rate is ``ev.inner_lr`` (default ``maml.inner_lr``) for the first step
-        and ``ev.inner_lr_after_first`` (default the same) after it.
+        RL: mean return of fresh episodes collected after each step (the sampled episodes the next
+        step adapts on; with ``ev.deterministic``, separate mean-action episodes of the same
+        parameters). Supervised: loss on one query set of ``EVAL_QUERY_POINTS`` points per task,
+        drawn once and scored after every step; every step adapts on the same K support points.
+        Step sizes: :func:`test_time_inner_lrs` (a Meta-SGD run: its learned per-parameter rates).
         """
         cfg = self.cfg
         episodes = ev.episodes_per_task or cfg.episodes_per_task
-        lrs = test_time_inner_lrs(cfg, ev, ev.steps)
-        algo = MAML(self.policy, collector, replace(cfg, learn_inner_lr=False), device=self.device)
+        lrs = test_time_inner_lrs(cfg, ev, ev.steps, learned=self.inner_lrs is not None)
+        algo = self.evaluator(collector)
         M = len(tasks)
         if not algo.supervised:
-            data = algo.rollout_adaptation(tasks, ev.steps, episodes, episodes, lrs)
-            return np.stack([d.batch.mean_return_per_task().cpu().numpy() for d in data])
+            deterministic = getattr(ev, "deterministic", False)
+            params, rows = None, []
+            for j in range(ev.steps + 1):
+                if deterministic:
+                    # Scored on mean-action episodes; the inner step still adapts on sampled ones.
+                    scored = collector.collect(self.policy, tasks, episodes, params=params,
+                                               per_task_params=params is not None, deterministic=True)
+                    rows.append(scored.mean_return_per_task().cpu().numpy())
+                    if j == ev.steps:
+                        break
+                data = algo.collect_inner(tasks, params, episodes)
+                if not deterministic:
+                    rows.append(data.batch.mean_return_per_task().cpu().numpy())
+                if j < ev.steps:
+                    params = algo.inner_step_detached(params, data, M, lr=lrs[j])
+            return np.stack(rows)
         support = algo.collect_inner(tasks, None, episodes)
         query = algo.collect_inner(tasks, None, EVAL_QUERY_POINTS)
         params = None
@@ -338,6 +356,13 @@ class MAML:
             if j < ev.steps:
                 params = algo.inner_step_detached(params, support, M, lr=lrs[j])
         return np.stack(rows)
+
+    def evaluator(self, collector: Collector) -> "MAML":
+        """This policy and its inner step sizes (a Meta-SGD run's learned rates included) on another
+        collector, for evaluation: without an optimizer of its own or state of the training run's."""
+        m = MAML(self.policy, collector, replace(self.cfg, learn_inner_lr=False), device=self.device)
+        m.inner_lrs = self.inner_lrs
+        return m
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -355,9 +380,18 @@ class MAML:
             self.optimizer.load_state_dict(state["optimizer"])
 
 
-def test_time_inner_lrs(cfg, ev, steps: int) -> list[float]:
+def test_time_inner_lrs(cfg, ev, steps: int, learned: bool = False) -> list[float | None]:
     """Inner step sizes at evaluation: ``ev.inner_lr`` (default ``cfg.inner_lr``) for the first step,
-    ``ev.inner_lr_after_first`` (default the same) after it."""
+    ``ev.inner_lr_after_first`` (default the same) after it.
+
+    ``learned`` (a Meta-SGD run): None for every step, i.e. the learned per-parameter rates
+    (:meth:`MAML._lr`); an explicit ``ev.inner_lr*`` is refused rather than mixed with them."""
+    if learned:
+        for key in ("inner_lr", "inner_lr_after_first"):
+            if getattr(ev, key) is not None:
+                raise ValueError(f"eval.{key} = {getattr(ev, key)} is set for a Meta-SGD run, which adapts with "
+                                 f"its learned per-parameter rates at test time; unset it (--set eval.{key}=null)")
+        return [None] * steps
     first = ev.inner_lr if ev.inner_lr is not None else cfg.inner_lr
     later = ev.inner_lr_after_first if ev.inner_lr_after_first is not None else first
     return [first if j == 0 else later for j in range(steps)]

@@ -25,11 +25,15 @@ calls. To make an iteration a function of the saved state only:
   around model construction) and puts the caller's global states back, so training neither uses
   nor disturbs anyone else's global random state; these private states are checkpointed.
 
+Actions. The PPO environments are wrapped with the run collector's :meth:`~metarl.collector.Collector.env_action`,
+the one function that maps and clips every method's actions, so the oracle's env sees exactly what
+the meta-learners' envs see (SB3 also clips to the wrapper's bounds first, which changes nothing).
+
 Evaluation. The oracle's adaptation "curve" is its performance on each test task, repeated at every
 step: it is measured with metarl's own :class:`~metarl.collector.Collector` on the
 task-in-observation environment (``oracle=True``, same seed and settings as the evaluation
-collector it is given), with the policy's *mean* action (``deterministic=True``), as SB3's
-``predict(deterministic=True)`` would act.
+collector it is given), scored like every other method: with sampled actions, or with the mean
+action for every method when ``eval.deterministic`` is true.
 """
 
 from __future__ import annotations
@@ -71,8 +75,8 @@ class OracleError(ValueError):
 class SB3PolicyModule(nn.Module):
     """An SB3 ``ActorCriticPolicy`` seen as a metarl policy, so the Collector can run it.
 
-    ``forward(obs)`` returns ``(mean, log_std)`` for Box actions (the mean clipped to the action
-    bounds, as SB3 clips actions before stepping the environment) or the logits for Discrete
+    ``forward(obs)`` returns ``(mean, log_std)`` for Box actions (SB3's own Gaussian; the collector
+    clips what is sampled from it, as SB3 clips before stepping) or the logits for Discrete
     actions; ``distribution(out)`` builds the matching metarl distribution. The SB3 module's
     parameters are shared, not copied: the wrapper always acts with the current policy.
     """
@@ -83,9 +87,6 @@ class SB3PolicyModule(nn.Module):
         super().__init__()
         self.sb3_policy = sb3_policy
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
-        if not self.discrete:
-            self.register_buffer("low", torch.as_tensor(action_space.low, dtype=torch.float32), persistent=False)
-            self.register_buffer("high", torch.as_tensor(action_space.high, dtype=torch.float32), persistent=False)
 
     def forward(self, obs: torch.Tensor):
         p = self.sb3_policy
@@ -98,8 +99,7 @@ class SB3PolicyModule(nn.Module):
         out = out.reshape(*lead, out.shape[-1]).to(obs.device)
         if self.discrete:
             return out
-        mean = torch.maximum(torch.minimum(out, self.high), self.low)
-        return mean, p.log_std.to(obs.device).expand_as(mean)
+        return out, p.log_std.to(obs.device).expand_as(out)
 
     def distribution(self, out):
         return Categorical(out) if self.discrete else DiagGaussian(*out)
@@ -145,13 +145,14 @@ class OracleTrainer:
 
         def make_env():
             env = make_oracle_env(cfg.env.id, resample_tasks_on_reset=True, **make_kwargs)
-            if collector.rescale_actions:
-                # PPO acts in [-1, 1] like the meta-learners (same mapping as the collector's), so the
-                # oracle is not handicapped by an action scale the others do not see.
-                shape = env.action_space.shape
+            if isinstance(env.action_space, gym.spaces.Box):
+                # The collector's own mapping and clipping (Collector.env_action): with rescaling PPO
+                # acts in [-1, 1] like the meta-learners, and in every case its env is stepped with
+                # exactly the actions the meta-learners' envs would get.
+                space = (gym.spaces.Box(-1.0, 1.0, shape=env.action_space.shape, dtype=np.float32)
+                         if collector.rescale_actions else env.action_space)
                 env = gym.wrappers.TransformAction(
-                    env, lambda a: collector.env_action(np.asarray(a, dtype=np.float32)),
-                    gym.spaces.Box(-1.0, 1.0, shape=shape, dtype=np.float32))
+                    env, lambda a: collector.env_action(np.asarray(a, dtype=np.float32)), space)
             # allow_early_resets: every iteration starts with a seeded reset, mid-episode included.
             return Monitor(env, allow_early_resets=True)
 
@@ -256,12 +257,13 @@ class OracleTrainer:
         )
 
     def adaptation_curve(self, tasks: Sequence, collector: Collector, ev) -> np.ndarray:
-        """Mean return of the mean action on each task, repeated for steps 0..ev.steps: [steps+1, n_tasks]."""
+        """Mean return on each task, repeated for steps 0..ev.steps: [steps+1, n_tasks]. Actions are
+        sampled, as for every other method, or the mean action with ``ev.deterministic``."""
         episodes = ev.episodes_per_task or self.cfg.maml.episodes_per_task
         oc = collector if collector.oracle else self.oracle_collector(collector)
         try:
             with torch.no_grad():
-                batch = oc.collect(self.policy, tasks, episodes, deterministic=True)
+                batch = oc.collect(self.policy, tasks, episodes, deterministic=ev.deterministic)
         finally:
             if oc is not collector:
                 oc.close()

@@ -99,6 +99,22 @@ def adaptation_means(source: str | Path, method: str) -> list[float]:
     return [float(r["mean"]) for r in curves[method]]
 
 
+def check_same_actions(sources: Sequence[str | Path]) -> None:
+    """Refuse to put side by side evaluations scored with different actions (``actions`` in their
+    summary.json: ``sampled``, or ``mean`` with eval.deterministic); summaries without it pass."""
+    scored = {}
+    for source in map(Path, sources):
+        summary_path = _adaptation_csv(source).parent / "summary.json"
+        if summary_path.is_file():
+            actions = json.loads(summary_path.read_text()).get("actions")
+            if actions is not None:
+                scored.setdefault(actions, str(source))
+    if len(scored) > 1:
+        raise PlotError("cannot compare evaluations scored with different actions: "
+                        + ", ".join(f"{src} ({a} actions)" for a, src in sorted(scored.items()))
+                        + "; evaluate all with the same eval.deterministic")
+
+
 def _run_label(source: Path) -> str:
     """The run directory's name, whichever of run dir / eval dir / csv file was given."""
     source = source.resolve()
@@ -116,6 +132,7 @@ def select_curves(sources: Sequence[str | Path], methods: Sequence[str] | None =
     label the legend shows), so two evaluations holding the same method can each give one curve."""
     curves, metrics, x_labels, seen = [], set(), set(), set()
     wanted = set(methods or ())
+    check_same_actions(sources)
     for source in map(Path, sources):
         csv_path = _adaptation_csv(source)
         summary_path = csv_path.parent / "summary.json"

@@ -333,14 +333,16 @@ class RL2:
         """Mean return of each episode index within a trial on held-out ``tasks``: [episodes_per_trial, n_tasks].
 
         One trial per task, or ``ceil(ev.episodes_per_task / episodes_per_trial)`` trials when
-        ``ev.episodes_per_task`` is set (averaged per task). Actions are sampled, not the mode: the
-        learned exploration is part of the algorithm being evaluated.
+        ``ev.episodes_per_task`` is set (averaged per task). Actions are sampled, not the mode (the
+        learned exploration is part of the algorithm being evaluated), unless ``ev.deterministic``
+        asks for mean actions from every method.
         """
         E = self.cfg.episodes_per_trial
         per_task = getattr(ev, "episodes_per_task", None)
         trials = 1 if per_task is None else max(1, math.ceil(per_task / E))
         self.policy.eval()
-        batch = collector.collect(self.policy, list(tasks), episodes_per_task=E * trials, episodes_per_trial=E)
+        batch = collector.collect(self.policy, list(tasks), episodes_per_task=E * trials, episodes_per_trial=E,
+                                  deterministic=getattr(ev, "deterministic", False))
         returns = batch.episode_returns()  # [E, B], columns task-major
         return returns.reshape(E, len(tasks), trials).mean(2).cpu().numpy()
 

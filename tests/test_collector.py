@@ -84,8 +84,8 @@ def _cheetah_batch_checks(horizon):
     per_task = batch.mean_return_per_task().numpy()
     assert np.unique(per_task).size == 40
     assert np.corrcoef(goals, per_task)[0, 1] < -0.9
-    # the forward term -|v - v*| of every step is <= 0: reward <= -0.05 |a|^2
-    ctrl = 0.05 * batch.actions.double().pow(2).sum(-1)
+    # the forward term -|v - v*| of every step is <= 0: reward <= -0.05 |a|^2, a the applied (clipped) torque
+    ctrl = 0.05 * batch.actions.double().clamp(-1, 1).pow(2).sum(-1)
     assert torch.all(batch.rewards.double() + ctrl <= 1e-4)
 
 
@@ -255,11 +255,43 @@ def test_action_rescaling_maps_policy_units_onto_the_bounds():
     torch.testing.assert_close(batch.obs[1:, 0], torch.tensor([[0.03, -0.1], [0.06, -0.2]]))
     d = np.hypot(0.5 - np.array([0.03, 0.06, 0.09]), 0.5 - np.array([-0.1, -0.2, -0.3]))
     np.testing.assert_allclose(batch.rewards[:, 0].numpy(), -d, rtol=1e-6)
-    # switched off: the action is the velocity itself, clipped by the env to ±0.1
+    # switched off: the action is the velocity itself, clipped to the ±0.1 bounds
     raw = Collector("metarl/Navigation2D-v0", seed=0, horizon=3, rescale_actions=False)
     assert not raw.rescale_actions
     batch = raw.collect(_constant_policy(u), goal, 1, deterministic=True)
     torch.testing.assert_close(batch.obs[1:, 0], torch.tensor([[0.1, -0.1], [0.2, -0.2]]))
+
+
+def _cheetah_constant_policy(obs_dim: int, mean: float) -> GaussianMLPPolicy:
+    policy = GaussianMLPPolicy(obs_dim, 6, hidden_sizes=(4,), init_log_std=0.0)
+    with torch.no_grad():
+        policy.mean_net[-1].weight.zero_()
+        policy.mean_net[-1].bias.fill_(mean)
+    return policy
+
+
+@pytest.mark.parametrize("backend,oracle", [("native", False), ("gym", False), ("native", True)])
+def test_actions_are_clipped_to_the_bounds_before_the_env(backend, oracle):
+    """HalfCheetahVel torques are in [-1, 1] and the env charges 0.05 |a|^2 on the action it is given:
+    mean 10 and mean 1 apply the same torques and must get the same rewards (and control cost 0.3 per
+    step), on the native and the Gymnasium-loop backends and the oracle's env; the batch keeps the
+    policy's own actions, whose log-probabilities the algorithms use."""
+    tasks = [HalfCheetahVelTask(0.5), HalfCheetahVelTask(1.5)]
+    batches = {}
+    for mean in (1.0, 10.0):
+        c = Collector("metarl/HalfCheetahVel-v0", seed=3, horizon=12, backend=backend, oracle=oracle)
+        policy = _cheetah_constant_policy(c.observation_space.shape[0], mean)
+        batches[mean] = c.collect(policy, tasks, 2, deterministic=True)
+        c.close()
+        assert torch.all(batches[mean].actions == mean)
+    assert torch.equal(batches[1.0].rewards, batches[10.0].rewards)
+    assert torch.equal(batches[1.0].obs, batches[10.0].obs)
+    # reward = -|v - v*| - 0.05 * 6: below -0.3, above -0.3 - (a speed error the cheetah cannot reach)
+    assert torch.all(batches[10.0].rewards <= -0.3 + 1e-6) and torch.all(batches[10.0].rewards > -20)
+    # sampled actions are clipped too: the policy's samples stay in the batch, unclipped
+    c = Collector("metarl/HalfCheetahVel-v0", seed=3, horizon=12, backend=backend, oracle=oracle)
+    batch = c.collect(_cheetah_constant_policy(c.observation_space.shape[0], 10.0), tasks, 2)
+    assert torch.all(batch.actions > 5) and torch.equal(batch.rewards, batches[10.0].rewards)
 
 
 def test_deterministic_gives_the_mean_action():

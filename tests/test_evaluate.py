@@ -122,6 +122,14 @@ def test_gap_from_separate_evaluations(tmp_path, capsys):
     assert main(["gap", str(tmp_path / "m"), "--low", str(tmp_path / "m"), "--high", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "no curve named 'pretrain'" in err and "['maml']" in err
+    # evaluations scored with different actions (eval.deterministic) are not put side by side
+    write_results(tmp_path / "o_mean", {"oracle": np.array([[-30.0, -30.0]] * 3)}, "return", "t", actions="mean")
+    assert json.loads((tmp_path / "m" / "summary.json").read_text())["actions"] == "sampled"
+    for args in (["gap", str(tmp_path / "m"), "--low", str(tmp_path / "p"), "--high", str(tmp_path / "o_mean")],
+                 ["plot", str(tmp_path / "m"), str(tmp_path / "o_mean"), "--out", str(tmp_path / "x.png")]):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "(mean actions)" in err and "(sampled actions)" in err, err
 
 
 def test_gap_fractions_validate_lengths():
@@ -318,3 +326,124 @@ def test_periodic_meta_test_logging_leaves_training_unchanged(tmp_path):
         assert {k: v for k, v in r.items() if not k.startswith("time/")} == {k: v for k, v in q.items() if not k.startswith("time/")}
     c = load_latest_checkpoint(tmp_path / "eval")["algo"]["policy"]
     assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+# ------------------------------------------------------------------ Meta-SGD: evaluated with its learned rates
+def _meta_sgd_run(tmp_path, rates: float) -> Path:
+    """A Meta-SGD sinusoid run of 2 iterations whose checkpoint's learned rates are all set to ``rates``."""
+    from metarl.checkpoint import list_checkpoints
+
+    run_dir = tmp_path / "sgd"
+    cfg = load_config("experiments/sinusoid_maml.yaml", [
+        "maml.learn_inner_lr=true", "train.iterations=2", "train.checkpoint_every=2", "maml.meta_batch_size=3",
+        "train.show_progress=false", "collector.num_threads=1", "eval.tasks=4", "eval.steps=3",
+    ])
+    train(cfg, run_dir)
+    _, path = list_checkpoints(run_dir)[-1]
+    state = torch.load(path, weights_only=False)
+    for v in state["algo"]["inner_lrs"].values():
+        v.fill_(rates)
+    torch.save(state, path)
+    return run_dir
+
+
+def test_meta_sgd_with_zeroed_learned_rates_does_not_adapt(tmp_path):
+    """Zero learned rates: every evaluation path (metarl evaluate, the fit figure, the periodic
+    meta-test) must show no change across steps; scalar eval.inner_lr would move θ."""
+    from metarl.evaluate import meta_test_scalars, regression_fits
+
+    run_dir = _meta_sgd_run(tmp_path, 0.0)
+    summary = evaluate_run(run_dir)
+    means = [r["mean"] for r in summary["curves"]["maml"]]
+    assert len(means) == 4 and means == [means[0]] * 4, means
+    random_means = [r["mean"] for r in summary["curves"]["random"]]
+    assert random_means[3] != random_means[0]  # the random init adapts with the scalar maml.inner_lr
+    for k in range(4):
+        np.testing.assert_array_equal(_per_task(run_dir / "eval" / "adaptation_per_task.csv", "maml", k),
+                                      _per_task(run_dir / "eval" / "adaptation_per_task.csv", "maml", 0))
+
+    cfg = load_config(run_dir / "config.yaml")
+    exp = build_experiment(cfg)
+    exp.algo.load_state_dict(load_latest_checkpoint(run_dir)["algo"])
+    assert all(torch.all(v == 0) for v in exp.algo.inner_lrs.values())
+    tasks = Collector(cfg.env.id, seed=1).sample_tasks(2, np.random.default_rng(1))
+    for fit in regression_fits(exp.algo, tasks, Collector(cfg.env.id, seed=cfg.eval.seed), cfg.eval, steps=(0, 1, 3)):
+        np.testing.assert_array_equal(fit["predictions"][3], fit["predictions"][0])
+    scalars = meta_test_scalars(exp.algo, cfg)
+    assert len(scalars) == 4 and len(set(scalars.values())) == 1, scalars
+
+
+def test_meta_sgd_uniform_learned_rates_equal_that_scalar_step(tmp_path):
+    """Learned rates all equal to c adapt exactly like MAML's scalar step size c."""
+    from metarl.maml import MAML
+
+    run_dir = _meta_sgd_run(tmp_path, 0.03)
+    cfg = load_config(run_dir / "config.yaml")
+    exp = build_experiment(cfg)
+    exp.algo.load_state_dict(load_latest_checkpoint(run_dir)["algo"])
+    tasks = Collector(cfg.env.id, seed=5).sample_tasks(4, np.random.default_rng(5))
+    got = exp.algo.adaptation_curve(tasks, Collector(cfg.env.id, seed=9), cfg.eval)
+    scalar = MAML(exp.algo.policy, exp.collector, replace(cfg.maml, learn_inner_lr=False, inner_lr=0.03))
+    expected = scalar.adaptation_curve(tasks, Collector(cfg.env.id, seed=9), cfg.eval)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert got[3].mean() < got[0].mean()
+
+
+def test_meta_sgd_refuses_explicit_eval_step_sizes(tmp_path):
+    from metarl.config import ConfigError
+    from metarl.maml import test_time_inner_lrs
+
+    for key in ("eval.inner_lr", "eval.inner_lr_after_first"):
+        with pytest.raises(ConfigError) as err:
+            load_config("experiments/sinusoid_maml.yaml", ["maml.learn_inner_lr=true", f"{key}=0.05"])
+        assert str(err.value).startswith(f"{key} = 0.05 is set for a Meta-SGD run") and "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="needs algo maml"):
+        load_config("experiments/sinusoid_pretrain.yaml", ["maml.learn_inner_lr=true"])
+    cfg = load_config("experiments/navigation2d_maml.yaml")  # eval.inner_lr 0.1, then 0.05
+    with pytest.raises(ValueError, match="eval.inner_lr = 0.1 is set for a Meta-SGD run"):
+        test_time_inner_lrs(cfg.maml, cfg.eval, 3, learned=True)
+    assert test_time_inner_lrs(cfg.maml, cfg.eval, 3) == [0.1, 0.05, 0.05]
+    # metarl evaluate refuses it too, in one line
+    run_dir = _meta_sgd_run(tmp_path, 0.0)
+    assert main(["evaluate", str(run_dir), "--set", "eval.inner_lr=0.05"]) == 2
+
+
+# ------------------------------------------------------------------ scoring: sampled, or mean actions for all
+def test_maml_curve_scores_sampled_episodes_or_mean_actions():
+    """Default: the return of the sampled episodes each step adapts on. eval.deterministic: the
+    mean-action return of the parameters after each step, the adaptation still on sampled episodes
+    (Navigation2D has no randomness but the policy's, so both are recomputed here exactly)."""
+    from metarl.maml import MAML
+
+    nav = "metarl/Navigation2D-v0"
+    cfg = load_config("experiments/navigation2d_maml.yaml", ["collector.num_threads=1"])
+    algo = build_experiment(cfg).algo
+    tasks = Collector(nav).sample_tasks(3, np.random.default_rng(4))
+    ev = replace(cfg.eval, steps=2, episodes_per_task=2)  # step sizes 0.1, then 0.05
+    sampled = algo.adaptation_curve(tasks, Collector(nav, seed=5), ev)
+    data = MAML(algo.policy, Collector(nav, seed=5), cfg.maml).rollout_adaptation(tasks, 2, 2, 2, [0.1, 0.05])
+    np.testing.assert_array_equal(sampled, np.stack([d.batch.mean_return_per_task().numpy() for d in data]))
+
+    mean = algo.adaptation_curve(tasks, Collector(nav, seed=5), replace(ev, deterministic=True))
+    m = MAML(algo.policy, Collector(nav, seed=5), cfg.maml)
+    params, expected = None, []
+    for j in range(3):
+        scored = Collector(nav, seed=0).collect(algo.policy, tasks, 2, params=params,
+                                                per_task_params=params is not None, deterministic=True)
+        expected.append(scored.mean_return_per_task().numpy())
+        if j < 2:
+            params = m.inner_step_detached(params, m.collect_inner(tasks, params, 2), 3, lr=[0.1, 0.05][j])
+    np.testing.assert_array_equal(mean, np.stack(expected))
+    assert not np.array_equal(mean, sampled)
+
+
+def test_compare_runs_must_share_horizon_and_env_kwargs(tmp_path, capsys):
+    runs = {}
+    for name, extra in (("a", []), ("b", ["env.horizon=50"])):
+        cfg = load_config("experiments/navigation2d_maml.yaml", ["eval.tasks=2", "eval.steps=0", *extra])
+        runs[name] = tmp_path / name
+        runs[name].mkdir()
+        (runs[name] / "config.yaml").write_text(dump_yaml(cfg))
+    assert main(["evaluate", str(runs["a"]), "--compare", str(runs["b"])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "horizon and env.kwargs (50, {})" in err and "(100, {})" in err

@@ -221,3 +221,17 @@ def test_halfcheetah_configs_run_end_to_end(tmp_path, config):
     assert [r["iteration"] for r in rows] == ["1", "2"]
     assert float(rows[-1]["env_steps_total"]) == 2 * 2 * (2 * 2 * 20)  # iterations x (inner + query) episodes x H
     assert all(np.isfinite(float(r["post_update/return"])) for r in rows)
+
+
+def test_supervised_env_steps_count_support_and_query_samples_like_pretraining():
+    """Both methods draw K support + Q query samples per task and iteration (pretraining as one
+    batch of K + Q, metarl.train): the budget both log must be that, or an env-steps axis lies."""
+    from metarl.config import load_config
+    from metarl.train import build_experiment
+
+    steps = {}
+    for algo in ("maml", "pretrain"):
+        cfg = load_config(f"experiments/sinusoid_{algo}.yaml", ["maml.meta_batch_size=3", "maml.inner_steps=2"])
+        stats = build_experiment(cfg).algo.train_iteration(np.random.default_rng(0))
+        steps[algo] = stats["env_steps"]
+    assert steps == {"maml": 3 * (10 + 10), "pretrain": 3 * (10 + 10)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -74,15 +75,27 @@ def test_curve_is_constant_and_measured_with_the_oracle_collector(trained):
     curve = trainer.adaptation_curve(tasks, Collector(NAV, seed=7), ev)
     assert curve.shape == (ev.steps + 1, len(tasks))
     assert np.all(curve == curve[0])
-    # Independently: our collector on the task-in-observation env, mean action.
-    batch = Collector(NAV, seed=7, oracle=True).collect(trainer.policy, tasks, 1, deterministic=True)
+    # Independently: our collector on the task-in-observation env, with sampled actions, as every
+    # other method is scored (not the mean action).
+    batch = Collector(NAV, seed=7, oracle=True).collect(trainer.policy, tasks, 1)
     np.testing.assert_array_equal(curve[0], batch.mean_return_per_task().numpy())
-    # The wrapper acts as SB3 does with deterministic=True.
-    obs = batch.obs[:5].reshape(-1, batch.obs.shape[-1]).numpy()
+    # eval.deterministic: the mean action, for the oracle as for every method.
+    mean_curve = trainer.adaptation_curve(tasks, Collector(NAV, seed=7), replace(ev, deterministic=True))
+    det = Collector(NAV, seed=7, oracle=True).collect(trainer.policy, tasks, 1, deterministic=True)
+    np.testing.assert_array_equal(mean_curve[0], det.mean_return_per_task().numpy())
+    assert not np.array_equal(mean_curve[0], curve[0])
+    # The wrapper's distribution is SB3's: its mode, mapped and clipped as the collector does, is
+    # the action SB3 takes with deterministic=True.
+    obs = det.obs[:5].reshape(-1, det.obs.shape[-1]).numpy()
     sb3_actions, _ = trainer.model.predict(obs, deterministic=True)
     with torch.no_grad():
-        ours = trainer.policy.distribution(trainer.policy(torch.from_numpy(obs))).mode().numpy()
-    np.testing.assert_allclose(ours, sb3_actions, rtol=1e-6, atol=1e-7)
+        dist = trainer.policy.distribution(trainer.policy(torch.from_numpy(obs)))
+        ours = dist.mode().numpy()
+    np.testing.assert_allclose(np.clip(ours, -1, 1), sb3_actions, rtol=1e-6, atol=1e-7)
+    # and a sampled action is drawn around SB3's unclipped mean with SB3's standard deviation
+    with torch.no_grad():
+        sb3_dist = trainer.model.policy.get_distribution(torch.from_numpy(obs)).distribution
+    np.testing.assert_allclose(dist.mean.numpy(), sb3_dist.mean.numpy(), rtol=1e-6, atol=1e-7)
 
 
 def test_state_round_trip_and_exact_continuation(trained):
@@ -152,6 +165,19 @@ def test_ppo_acts_on_the_collectors_action_scale():
         np.testing.assert_allclose(obs2[:2] - obs[:2], [0.05, -0.1], atol=1e-6)  # position moved; clipped in y
     finally:
         trainer.close()
+    # The same clipping on a [-1, 1] space: PPO's env charges the cheetah's control cost on the
+    # torque applied, so torques 10 and 1 get the same reward (Collector.env_action, as the others).
+    cheetah = OracleTrainer(load_config("experiments/halfcheetah_vel_oracle.yaml"),
+                            Collector("metarl/HalfCheetahVel-v0", seed=0), num_envs=1, episodes_per_env=1)
+    try:
+        env = cheetah.venv.envs[0]
+        rewards = []
+        for torque in (1.0, 10.0):
+            env.reset(seed=0)
+            rewards.append(env.step(np.full(6, torque, dtype=np.float32))[1])
+        assert rewards[0] == rewards[1]
+    finally:
+        cheetah.close()
     raw = OracleTrainer(load_config("experiments/navigation2d_oracle.yaml", ["env.rescale_actions=false"]),
                         Collector(NAV, seed=0, rescale_actions=False), num_envs=1, episodes_per_env=1)
     try:

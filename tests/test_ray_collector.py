@@ -212,6 +212,37 @@ def test_categorical_recurrent_and_supervised_as_local(ray, env_id):
         remote.close()
 
 
+def test_ray_actors_clip_actions_as_the_local_collector(ray):
+    """HalfCheetahVel ([-1, 1] torques): policies with mean 10 and mean 1 apply the same torques in the
+    actors too (they step through the same Collector.env_action), so their rewards are equal; sampled
+    actions are clipped as the local collector clips them."""
+    from metarl.envs.half_cheetah import HalfCheetahVelTask
+    from metarl.policies import GaussianMLPPolicy
+
+    env_id, tasks = "metarl/HalfCheetahVel-v0", [HalfCheetahVelTask(0.5), HalfCheetahVelTask(1.5)]
+    remote = _ray_collector(env_id, seed=3, horizon=10)
+    try:
+        policies, rewards = [], []
+        start = remote.get_rng_state()
+        for mean in (1.0, 10.0):
+            remote.set_rng_state(start)  # the same episodes (reset noise) for both policies
+            policy = GaussianMLPPolicy(17, 6, hidden_sizes=(4,))
+            with torch.no_grad():
+                policy.mean_net[-1].weight.zero_()
+                policy.mean_net[-1].bias.fill_(mean)
+            batch = remote.collect(policy, tasks, 2, deterministic=True)
+            assert torch.all(batch.actions == mean)  # the batch keeps the policy's actions
+            policies.append(policy)
+            rewards.append(batch.rewards)
+        assert torch.equal(rewards[0], rewards[1])
+        sampled = remote.collect(policies[1], tasks, 2)
+    finally:
+        remote.close()
+    local = Collector(env_id, seed=3, horizon=10)
+    local.collect(policies[1], tasks, 2, deterministic=True)  # the same env streams as the actors'
+    _assert_batches_equal(sampled, local.collect(policies[1], tasks, 2))
+
+
 def test_dead_actor_share_is_recollected_identically(ray):
     # Bernoulli bandits: rewards come from the env streams, so a restarted actor must resume those
     # streams where the dead one started its share (navigation's dynamics draw nothing)

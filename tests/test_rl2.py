@@ -304,6 +304,22 @@ def test_adaptation_curve_shape_and_trials_per_task():
     np.testing.assert_allclose(curve * 3, np.round(curve * 3), atol=1e-4)
 
 
+def test_adaptation_curve_scores_sampled_or_mean_actions_as_asked():
+    """Sampled actions by default (as every method); eval.deterministic: the mode, as for every method."""
+    algo = _bandit_algo()
+    tasks = algo.collector.sample_tasks(7, np.random.default_rng(0))
+
+    def ev_collector():
+        return Collector("metarl/Bandit-v0", seed=9, env_kwargs={"n_arms": 3, "n_pulls": 10}, horizon=10)
+
+    for deterministic in (False, True):
+        curve = algo.adaptation_curve(tasks, ev_collector(), EvalConfig(episodes_per_task=4, deterministic=deterministic))
+        batch = ev_collector().collect(algo.policy, tasks, 4, episodes_per_trial=algo.cfg.episodes_per_trial,
+                                       deterministic=deterministic)
+        expected = batch.episode_returns().reshape(algo.cfg.episodes_per_trial, 7, -1).mean(2).numpy()
+        np.testing.assert_array_equal(curve, expected)
+
+
 # --------------------------------------------------------------------------------- baselines
 
 
