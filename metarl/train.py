@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metarl.checkpoint import CheckpointError, list_checkpoints, load_latest_checkpoint, save_checkpoint
-from metarl.collector import Collector
-from metarl.config import ExperimentConfig, config_from_dict, config_to_dict, dump_yaml
-from metarl.logger import RunLogger
-from metarl.policies import make_policy
+from metarl.common.checkpoint import CheckpointError, list_checkpoints, load_latest_checkpoint, save_checkpoint
+from metarl.sampling.collector import Collector
+from metarl.common.config import ExperimentConfig, config_from_dict, config_to_dict, dump_yaml
+from metarl.common.logger import RunLogger
+from metarl.common.policies import make_policy
 
 
 class RunError(RuntimeError):
@@ -77,7 +77,7 @@ def build_experiment(cfg: ExperimentConfig) -> Experiment:
         rescale_actions=cfg.env.rescale_actions,
     )
     if cfg.collector.backend == "ray":
-        from metarl.ray_collector import RayCollector
+        from metarl.sampling.ray_collector import RayCollector
 
         collector = RayCollector(cfg.env.id, num_workers=cfg.collector.num_workers, address=cfg.collector.address,
                                  **collector_kwargs)
@@ -94,9 +94,9 @@ def build_experiment(cfg: ExperimentConfig) -> Experiment:
 
 
 def build_algorithm(cfg: ExperimentConfig, collector: Collector, policy: torch.nn.Module):
-    """The training algorithm named by ``cfg.algo`` (see metarl.algorithm.Algorithm)."""
+    """The training algorithm named by ``cfg.algo`` (see metarl.algos.base.Algorithm)."""
     if cfg.algo in ("maml", "pretrain"):
-        from metarl.maml import MAML
+        from metarl.algos.maml.maml import MAML
 
         mc = cfg.maml
         if cfg.algo == "pretrain":
@@ -107,11 +107,11 @@ def build_algorithm(cfg: ExperimentConfig, collector: Collector, policy: torch.n
             mc = replace(mc, inner_steps=0, query_episodes_per_task=(mc.query_episodes_per_task or mc.episodes_per_task) + support)
         return MAML(policy, collector, mc, device=cfg.collector.device)
     if cfg.algo == "rl2":
-        from metarl.rl2 import RL2
+        from metarl.algos.rl2.rl2 import RL2
 
         return RL2(policy, collector, cfg.rl2, device=cfg.collector.device)
     if cfg.algo == "oracle":
-        from metarl.oracle_train import OracleTrainer
+        from metarl.algos.oracle.oracle import OracleTrainer
 
         return OracleTrainer(cfg, collector)
     raise RunError(f"unknown algo {cfg.algo!r}; expected maml, pretrain, rl2 or oracle")
@@ -120,7 +120,7 @@ def build_algorithm(cfg: ExperimentConfig, collector: Collector, policy: torch.n
 def build_policy(cfg: ExperimentConfig, collector: Collector) -> torch.nn.Module:
     p = cfg.policy
     if cfg.algo == "rl2":
-        from metarl.policies import RecurrentPolicy, _space_dim
+        from metarl.common.policies import RecurrentPolicy, _space_dim
 
         return RecurrentPolicy(_space_dim(collector.observation_space), collector.action_space,
                                hidden_size=p.recurrent_hidden_size, init_log_std=p.init_log_std)
@@ -249,7 +249,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> Path:
     meta_test_keys: list[str] = []
     try:
         if tc.eval_every and start_iteration == 0:
-            from metarl.evaluate import meta_test_scalars
+            from metarl.evaluation.curves import meta_test_scalars
 
             initial = meta_test_scalars(exp.algo, cfg)
             meta_test_keys = sorted(initial)
@@ -266,7 +266,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> Path:
                 stats["env_steps_total"] = float(env_steps)
                 evaluated = bool(tc.eval_every) and iteration % tc.eval_every == 0
                 if tc.eval_every:
-                    from metarl.evaluate import meta_test_scalars
+                    from metarl.evaluation.curves import meta_test_scalars
 
                     stats.update(dict.fromkeys(meta_test_keys))
                     if evaluated:
@@ -311,6 +311,6 @@ def load_run_config(run_dir: str | Path, overrides=()) -> ExperimentConfig:
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         raise RunError(f"{run_dir} is not a run directory (no config.yaml)")
-    from metarl.config import load_config
+    from metarl.common.config import load_config
 
     return load_config(path, list(overrides))  # errors name the file and line

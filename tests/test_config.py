@@ -1,4 +1,4 @@
-"""Tests for metarl.config: loading, overrides, error messages, round trips, documentation."""
+"""Tests for metarl.common.config: loading, overrides, error messages, round trips, documentation."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Literal, Optional
 import pytest
 import yaml
 
-from metarl.config import (
+from metarl.common.config import (
     CollectorConfig,
     ConfigError,
     ConfigRangeError,

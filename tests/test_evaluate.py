@@ -14,12 +14,12 @@ import pytest
 import torch
 
 import metarl  # noqa: F401  (registers the environments)
-from metarl.checkpoint import load_latest_checkpoint
+from metarl.common.checkpoint import load_latest_checkpoint
 from metarl.cli import main
-from metarl.collector import Collector
-from metarl.config import dump_yaml, load_config
-from metarl.evaluate import CSV_COLUMNS, evaluate_run, gap_closed, summarize, t_quantile_975, write_results
-from metarl.maml import EVAL_QUERY_POINTS
+from metarl.sampling.collector import Collector
+from metarl.common.config import dump_yaml, load_config
+from metarl.evaluation.curves import CSV_COLUMNS, evaluate_run, gap_closed, summarize, t_quantile_975, write_results
+from metarl.algos.maml.maml import EVAL_QUERY_POINTS
 from metarl.train import build_experiment, train
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -125,7 +125,7 @@ def test_gap_from_separate_evaluations(tmp_path, capsys):
 
 
 def test_gap_fractions_validate_lengths():
-    from metarl.evaluate import gap_fractions
+    from metarl.evaluation.curves import gap_fractions
 
     assert gap_fractions([-50.0, -20.0], [-100.0, -80.0], [0.0]) == [pytest.approx(0.5), pytest.approx(0.75)]
     with pytest.raises(ValueError, match="equal length"):
@@ -193,7 +193,7 @@ def test_step0_is_the_query_loss_of_theta(sinusoid_runs):
 
 def test_regression_fits_data(sinusoid_runs):
     """The data behind sinusoid_fits.png: true curve from query samples, support set, predictions."""
-    from metarl.evaluate import regression_fits
+    from metarl.evaluation.curves import regression_fits
 
     maml_dir, _ = sinusoid_runs
     cfg = load_config(maml_dir / "config.yaml")
@@ -224,7 +224,7 @@ def test_plot_commands(sinusoid_runs, tmp_path, capsys):
     assert main(["plot", str(maml_dir), str(pre_dir / "eval"), "--out", str(out)]) == 0
     _assert_png(out)
     # --methods keeps only the named curves; a name no source holds is an error naming what they hold.
-    from metarl.plots import select_curves
+    from metarl.evaluation.plots import select_curves
 
     all_labels = [label for label, _ in select_curves([maml_dir, pre_dir / "eval"])[0]]
     assert {l.split(": ")[1] for l in all_labels} >= {"maml", "pretrain", "random"}

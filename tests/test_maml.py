@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from metarl.collector import Collector, EpisodeBatch
-from metarl.config import MAMLConfig
-from metarl.maml import MAML, InnerData
-from metarl.policies import GaussianMLPPolicy, MLPRegressor, expand_params
+from metarl.sampling.collector import Collector, EpisodeBatch
+from metarl.common.config import MAMLConfig
+from metarl.algos.maml.maml import MAML, InnerData
+from metarl.common.policies import GaussianMLPPolicy, MLPRegressor, expand_params
 
 
 def _double(batch: EpisodeBatch) -> EpisodeBatch:
@@ -167,7 +167,7 @@ def _train_sinusoid(inner_steps: int, iterations: int, seed: int = 0):
 
 
 def test_sinusoid_maml_beats_pretraining_after_one_step():
-    from metarl.config import EvalConfig
+    from metarl.common.config import EvalConfig
 
     maml = _train_sinusoid(inner_steps=1, iterations=1500)
     # inner_steps = 0 is plain multi-task pretraining on the same tasks with the same budget
@@ -184,7 +184,7 @@ def test_sinusoid_maml_beats_pretraining_after_one_step():
 
 
 def test_navigation_maml_learns_to_adapt_in_a_few_iterations():
-    from metarl.config import EvalConfig, load_config
+    from metarl.common.config import EvalConfig, load_config
     from metarl.train import build_experiment
 
     cfg = load_config("experiments/navigation2d_maml.yaml",
@@ -210,7 +210,7 @@ def test_navigation_maml_learns_to_adapt_in_a_few_iterations():
 def test_halfcheetah_configs_run_end_to_end(tmp_path, config):
     import csv
 
-    from metarl.config import load_config
+    from metarl.common.config import load_config
     from metarl.train import train
 
     cfg = load_config(f"experiments/{config}.yaml", [

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from metarl.distributions import Categorical, Deterministic, DiagGaussian
+from metarl.common.distributions import Categorical, Deterministic, DiagGaussian
 
 Params = dict[str, torch.Tensor]
 

@@ -13,7 +13,7 @@ A task is T = {loss L, initial-state distribution q(x1), transitions q(x_{t+1} |
 
 Any third-party environment with the three methods works everywhere ours do; :class:`TaskEnv` is
 an optional convenience base class. Environments may also offer a natively batched implementation
-(``batched_env_class``, a :class:`metarl.vector.BatchedTaskEnv`) that the collector uses instead of
+(``batched_env_class``, a :class:`metarl.sampling.vector.BatchedTaskEnv`) that the collector uses instead of
 stepping single environments in a loop.
 """
 
@@ -38,7 +38,7 @@ class TaskEnv(gym.Env):
     task_type: ClassVar[type]
     #: For supervised (H = 1) tasks: ``loss(prediction, target) -> per-sample loss`` (torch, differentiable).
     supervised_loss: ClassVar[Callable | None] = None
-    #: A :class:`metarl.vector.BatchedTaskEnv` subclass stepping many copies without Python per env.
+    #: A :class:`metarl.sampling.vector.BatchedTaskEnv` subclass stepping many copies without Python per env.
     batched_env_class: ClassVar[type | None] = None
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list:

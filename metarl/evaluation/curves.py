@@ -26,8 +26,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from metarl.collector import Collector
-from metarl.plots import plot_curves
+from metarl.sampling.collector import Collector
+from metarl.evaluation.plots import plot_curves
 
 CSV_COLUMNS = ["method", "step", "mean", "std", "ci95_low", "ci95_high", "n_tasks"]
 
@@ -108,7 +108,7 @@ def gap_from_csvs(method_csv, low_csv, high_csv, method: str = "maml", low: str 
     compared over the steps all of them hold; a one-step ``high`` curve applies to every step.
     Returns the means and both fractions (``low`` fine-tuned the same k steps, and ``low`` not
     fine-tuned)."""
-    from metarl.plots import adaptation_means
+    from metarl.evaluation.plots import adaptation_means
 
     m = adaptation_means(method_csv, method)
     lo = adaptation_means(low_csv, low)
@@ -157,8 +157,8 @@ def write_results(out_dir: Path, curves: dict[str, np.ndarray], metric: str, tit
 
 def _load_run(run_dir: Path, checkpoint: int | None, overrides: Sequence[str] = ()):
     """(config, experiment with the checkpoint's state loaded, iteration) of a run directory."""
-    from metarl.checkpoint import CheckpointError, list_checkpoints, load_latest_checkpoint
-    from metarl.config import parse_override, set_by_path, validate_config
+    from metarl.common.checkpoint import CheckpointError, list_checkpoints, load_latest_checkpoint
+    from metarl.common.config import parse_override, set_by_path, validate_config
     from metarl.train import RunError, build_experiment, load_run_config
 
     cfg = load_run_config(run_dir)
@@ -209,8 +209,8 @@ def regression_fits(algo, tasks: Sequence, collector: Collector, ev, steps: Sequ
     (``ev.episodes_per_task`` or ``maml.episodes_per_task``) with the test-time step sizes, and its
     predictions at the query inputs are recorded after each of ``steps`` inner steps.
     """
-    from metarl.maml import MAML, InnerData, test_time_inner_lrs
-    from metarl.policies import expand_params, policy_forward
+    from metarl.algos.maml.maml import MAML, InnerData, test_time_inner_lrs
+    from metarl.common.policies import expand_params, policy_forward
 
     cfg = algo.cfg
     m = MAML(algo.policy, collector, replace(cfg, learn_inner_lr=False), device=algo.device)
@@ -309,7 +309,7 @@ def evaluate_run(
 
     curves: dict[str, np.ndarray] = {cfg.algo: exp.algo.adaptation_curve(test_tasks, _eval_collector(cfg, ev), ev)}
     if cfg.algo in ("maml", "pretrain"):
-        from metarl.maml import MAML
+        from metarl.algos.maml.maml import MAML
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ev.seed + 1)
@@ -333,7 +333,7 @@ def evaluate_run(
     summary = write_results(out, curves, metric, title, getattr(exp.algo, "curve_x_label", "gradient steps"))
     written = "adaptation.csv, adaptation_per_task.csv, summary.json, adaptation.png"
     if gradient_based and supports_regression_fits(exp.collector):
-        from metarl.plots import plot_regression_fits
+        from metarl.evaluation.plots import plot_regression_fits
 
         fit_tasks = test_tasks[:FIT_TASKS]
         # Same seed for every method: the same support and query points in every row of the figure.

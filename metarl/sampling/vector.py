@@ -29,7 +29,7 @@ import numpy as np
 from gymnasium.envs.registration import load_env_creator
 from gymnasium.utils import seeding
 
-from metarl.tasks import check_task_distribution
+from metarl.common.tasks import check_task_distribution
 
 
 class BatchedTaskEnv(ABC):

@@ -1,6 +1,6 @@
 """Exact Fisher-vector products for MAML's outer TRPO step, in Gauss-Newton form.
 
-Used by :class:`metarl.maml.MAML` for plain MLP Gaussian / categorical policies (``maml.py`` keeps the
+Used by :class:`metarl.algos.maml.maml.MAML` for plain MLP Gaussian / categorical policies (``maml.py`` keeps the
 generic double-backward path for everything else); ``tests/test_fvp.py`` checks every product against
 that path.
 """
@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 
-from metarl.policies import Params
-from metarl.trpo import flatten, unflatten_like
+from metarl.common.policies import Params
+from metarl.common.trpo import flatten, unflatten_like
 
 if TYPE_CHECKING:
-    from metarl.maml import MAML, InnerData
+    from metarl.algos.maml.maml import MAML, InnerData
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -55,7 +55,7 @@ class _MLPSpec:
 
 def mlp_spec(policy) -> _MLPSpec | None:
     """The spec of ``policy``, or None when it is not an MLP policy of the supported form."""
-    from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
+    from metarl.common.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 
     # type(), not isinstance: a subclass may override forward or distribution.
     if type(policy) is GaussianMLPPolicy:
