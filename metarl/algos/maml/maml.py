@@ -22,7 +22,7 @@ the adaptation from the current θ on those fixed inner batches, as in the MAML 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -32,7 +32,7 @@ from metarl.common.baseline import LinearFeatureBaseline
 from metarl.sampling.collector import Collector, EpisodeBatch
 from metarl.common.policies import Params, Policy, expand_params, policy_forward
 from metarl.common.returns import discounted_returns, gae, normalize_per_column_group
-from metarl.algos.maml.fisher import OuterLinearization, mlp_spec
+from metarl.algos.maml.fisher import InnerData, OuterLinearization, mlp_spec
 from metarl.common.trpo import trpo_step
 
 
@@ -40,18 +40,10 @@ from metarl.common.trpo import trpo_step
 EVAL_QUERY_POINTS = 100
 
 
-@dataclass
-class InnerData:
-    """One inner step's episodes with their (fixed) advantages."""
-
-    batch: EpisodeBatch
-    advantages: torch.Tensor | None  # [T, B]; None for supervised tasks
-
-
 class MAML:
     """Model-agnostic meta-learning for one task distribution.
 
-    ``cfg`` is a :class:`metarl.common.config.MAMLConfig`. With ``inner_steps = 0`` it is plain multi-task
+    ``cfg`` is a :class:`metarl.algos.maml.MAMLConfig`. With ``inner_steps = 0`` it is plain multi-task
     pretraining (``algo: pretrain``): the outer update then optimises θ itself on the task mixture.
     """
 
