@@ -27,7 +27,8 @@ import torch
 
 from metarl.common.distributions import draw_noise
 from metarl.common.policies import Params, policy_forward
-from metarl.sampling.vector import BatchedTaskEnv, env_class, horizon as registered_horizon, make_task_env, make_vector_env
+from metarl.common.tasks import BatchedTaskEnv
+from metarl.sampling.vector import env_class, horizon as registered_horizon, make_task_env, make_vector_env
 
 
 def _takes_num_threads(env_id: str, backend: str) -> bool:

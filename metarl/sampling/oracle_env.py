@@ -7,7 +7,7 @@ This module appends ``task_to_array(task)`` to every observation:
 * :class:`TaskInObservation` wraps one Gymnasium task environment. With
   ``resample_tasks_on_reset=True`` it draws a fresh task from the distribution at every reset, so an
   ordinary RL library (e.g. stable-baselines3 PPO) can train one policy across the distribution.
-* :class:`BatchedTaskInObservation` wraps any :class:`metarl.sampling.vector.BatchedTaskEnv`, concatenating a
+* :class:`BatchedTaskInObservation` wraps any :class:`metarl.common.tasks.BatchedTaskEnv`, concatenating a
   [B, task_dim] array precomputed in ``set_tasks`` (no per-step Python work per sub-env).
 * :func:`make_oracle_env` / :func:`make_oracle_vector_env` build either from a registered id.
 
@@ -24,8 +24,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.utils import seeding
 
-from metarl.common.tasks import check_task_distribution
-from metarl.sampling.vector import BatchedTaskEnv, env_spec, make_vector_env
+from metarl.common.tasks import BatchedTaskEnv, check_task_distribution
+from metarl.sampling.vector import env_spec, make_vector_env
 
 #: Mixed into the task generator's seed so that, for the same reset seed, the task stream is not the
 #: very stream the environment itself draws from (``np_random(seed)`` and ``default_rng(seed)`` coincide).
