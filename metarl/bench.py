@@ -102,8 +102,7 @@ def _single_env_rate(env_id: str, steps: int = 4000) -> float:
 
 def bench_maml(config: str = "experiments/navigation2d_maml.yaml", iterations: int = 3, overrides=()) -> dict:
     """Seconds per meta-iteration (after one warm-up iteration), split by phase."""
-    from metarl.common.config import load_config
-    from metarl.train import build_experiment
+    from metarl.experiment import build_experiment, load_config
 
     cfg = load_config(config, list(overrides))
     exp = build_experiment(cfg)

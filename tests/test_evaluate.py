@@ -17,10 +17,11 @@ import metarl  # noqa: F401  (registers the environments)
 from metarl.common.checkpoint import load_latest_checkpoint
 from metarl.cli import main
 from metarl.sampling.collector import Collector
-from metarl.common.config import dump_yaml, load_config
-from metarl.evaluation.curves import CSV_COLUMNS, evaluate_run, gap_closed, summarize, t_quantile_975, write_results
 from metarl.algos.maml.maml import EVAL_QUERY_POINTS
-from metarl.train import build_experiment, train
+from metarl.common.config import dump_yaml
+from metarl.evaluation.curves import CSV_COLUMNS, gap_closed, summarize, t_quantile_975, write_results
+from metarl.experiment import build_experiment, evaluate_run, load_config
+from metarl.train import train
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Small budgets; one torch thread: these nets are tiny and the machines are shared.

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from metarl.sampling.collector import Collector, EpisodeBatch
-from metarl.common.config import MAMLConfig
-from metarl.algos.maml.maml import MAML, InnerData
+from metarl.algos.maml import MAML, InnerData, MAMLConfig
 from metarl.algos.maml.fisher import OuterLinearization, mlp_spec
 from metarl.common.policies import GaussianMLPPolicy, MLPRegressor, make_policy
 from metarl.common.trpo import _grads_or_zeros, fisher_vector_product_fn, flatten

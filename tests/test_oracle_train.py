@@ -12,9 +12,10 @@ import metarl  # noqa: F401  (registers the environments)
 from metarl.algos.oracle import oracle as oracle_train
 from metarl.cli import main
 from metarl.sampling.collector import Collector
-from metarl.common.config import EnvConfig, EvalConfig, ExperimentConfig, load_config
+from metarl.evaluation.config import EvalConfig
+from metarl.experiment import ExperimentConfig, build_experiment, load_config
+from metarl.sampling.config import EnvConfig
 from metarl.algos.oracle.oracle import OracleError, OracleTrainer
-from metarl.train import build_experiment
 
 NAV = "metarl/Navigation2D-v0"
 

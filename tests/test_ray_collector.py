@@ -267,9 +267,8 @@ def test_rng_state_moves_between_backends(ray):
 
 
 def test_maml_iteration_on_ray_equals_local(ray):
-    from metarl.common.config import load_config
+    from metarl.experiment import build_experiment, load_config
     from metarl.sampling.ray_collector import RayCollector
-    from metarl.train import build_experiment
 
     overrides = ["env.horizon=20", "maml.meta_batch_size=4", "maml.episodes_per_task=4", "policy.hidden_sizes=[16]",
                  "collector.num_workers=2"]

@@ -118,9 +118,9 @@ def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path):
 
 
 def test_nan_stops_the_run_and_never_reaches_a_checkpoint(tmp_path, monkeypatch):
-    from metarl.common.config import load_config
-    from metarl.algos.maml.maml import MAML
-    from metarl.train import RunError, train
+    from metarl.algos.maml import MAML
+    from metarl.experiment import RunError, load_config
+    from metarl.train import train
 
     original = MAML.train_iteration
     calls = {"n": 0}

@@ -1,4 +1,4 @@
-"""Experiment configuration: a tree of dataclasses, loaded from YAML, overridable from the command line.
+"""Config machinery for any tree of dataclasses: loaded from YAML, overridable from the command line.
 
 Every field carries its documentation as a string literal directly below it (an *attribute
 docstring*). :func:`field_docs` reads those from the class source with :mod:`ast`, so the
@@ -8,42 +8,34 @@ Loading order: the dataclass defaults, then the YAML file (nested mappings mirro
 subset of keys), then ``--set key.path=value`` overrides, then every ``validate()`` method in the
 tree. Every problem is a :class:`ConfigError` with one line naming the offending key::
 
-    cfg = load_config("experiments/cheetah_vel.yaml", ["maml.inner_lr=0.05", "seed=3"])
+    cfg = load_config("experiments/cheetah_vel.yaml", ["maml.inner_lr=0.05", "seed=3"], base=ExperimentConfig)
     print(describe(cfg))
 
-The machinery (everything except the concrete classes at the bottom) works for any dataclass tree.
+Nothing here knows a concrete key: each section's dataclass lives beside the code it configures
+(``MAMLConfig`` in ``metarl/algos/maml/config.py``, ...), and the experiment's root tree and its
+loader are in :mod:`metarl.experiment`. YAML reading/writing and :func:`describe` are in
+:mod:`metarl.common.config_yaml` (re-exported here).
 """
 
 from __future__ import annotations
 
-import ast
 import copy
 import dataclasses
 import difflib
 import functools
-import inspect
 import math
 import os
-import re
-import textwrap
 import types
 import typing
-from dataclasses import dataclass, field
 from typing import Any, Iterator, Literal, Mapping, Sequence, Union
 
 import yaml
 
+from metarl.common.config_yaml import config_to_dict, describe, dump_yaml, field_docs, yaml_error_line, yaml_load
+
 __all__ = [
     "ConfigError",
     "ConfigRangeError",
-    "ExperimentConfig",
-    "EnvConfig",
-    "PolicyConfig",
-    "MAMLConfig",
-    "RL2Config",
-    "CollectorConfig",
-    "TrainConfig",
-    "EvalConfig",
     "field_docs",
     "config_keys",
     "load_config",
@@ -72,108 +64,8 @@ class ConfigRangeError(ConfigError):
 
 
 # --------------------------------------------------------------------------------------------
-# YAML dialect
+# The tree's fields
 # --------------------------------------------------------------------------------------------
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads ``1e-3`` as a float and rejects duplicate keys.
-
-    PyYAML implements YAML 1.1, where a float needs a dot, so ``lr: 1e-3`` would silently load as
-    the *string* '1e-3'. Duplicate keys would silently keep the last value.
-    """
-
-    def construct_mapping(self, node, deep=False):
-        seen: dict[Any, Any] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            try:
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r}", key_node.start_mark
-                    )
-                seen[key] = True
-            except TypeError:  # unhashable key: let the base class report it
-                pass
-        return super().construct_mapping(node, deep=deep)
-
-
-_FLOAT_TAG = "tag:yaml.org,2002:float"
-# Copy the resolver table (never modify yaml.SafeLoader's) without the YAML 1.1 float rule.
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != _FLOAT_TAG]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    _FLOAT_TAG,
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def _yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)
-
-
-def _yaml_error_line(exc: yaml.YAMLError) -> str:
-    """One line from a PyYAML error (its str() spans several lines with a source excerpt)."""
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    # An unclosed bracket or quote is reported where parsing failed; name where it was opened too.
-    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-    if context and start is not None and mark is not None and start.line != mark.line:
-        problem += f" ({context} at line {start.line + 1})"
-    return f"{where}: {problem}"
-
-
-# --------------------------------------------------------------------------------------------
-# Field documentation
-# --------------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=None)
-def _own_field_docs(cls: type) -> dict[str, str]:
-    try:
-        source = textwrap.dedent(inspect.getsource(cls))
-    except (OSError, TypeError):  # defined in a REPL / exec: no source to read
-        return {}
-    class_node = ast.parse(source).body[0]
-    docs: dict[str, str] = {}
-    body = class_node.body
-    for stmt, following in zip(body, body[1:]):
-        if (
-            isinstance(stmt, ast.AnnAssign)
-            and isinstance(stmt.target, ast.Name)
-            and isinstance(following, ast.Expr)
-            and isinstance(following.value, ast.Constant)
-            and isinstance(following.value.value, str)
-        ):
-            docs[stmt.target.id] = inspect.cleandoc(following.value.value)
-    return docs
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """``{field name: docstring}`` for a dataclass, read from the string literal under each field.
-
-    Inherited fields keep the documentation written in the base class (a subclass may redefine it).
-    Fields without a docstring are absent.
-    """
-    if not isinstance(cls, type):
-        cls = type(cls)
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if dataclasses.is_dataclass(klass):
-            docs.update(_own_field_docs(klass))
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {name: doc for name, doc in docs.items() if name in names}
 
 
 @functools.lru_cache(maxsize=None)
@@ -201,9 +93,9 @@ def _iter_keys(cls: type, prefix: str = "") -> Iterator[tuple[str, type, str]]:
             yield from _iter_keys(sub, f"{prefix}{name}.")
 
 
-def config_keys(cls: type | None = None, *, sections: bool = False) -> list[str]:
+def config_keys(cls: type, *, sections: bool = False) -> list[str]:
     """Every dotted key of the tree (leaves only, unless ``sections``), in declaration order."""
-    cls = ExperimentConfig if cls is None else (cls if isinstance(cls, type) else type(cls))
+    cls = cls if isinstance(cls, type) else type(cls)
     return [
         key
         for key, owner, name in _iter_keys(cls)
@@ -487,7 +379,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key:
         raise ConfigError(f"--set expects key=value, got {text!r}")
     try:
-        value = _yaml_load(raw) if raw.strip() else None
+        value = yaml_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw  # e.g. an unbalanced bracket: keep the text; the type check reports it
     return key, value
@@ -583,13 +475,12 @@ def validate_config(cfg: Any, prefix: str = "") -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def config_from_dict(d: Mapping[str, Any], base: type | None = None, *, validate: bool = True) -> Any:
-    """Build a config of type ``base`` (default :class:`ExperimentConfig`) from a nested mapping.
+def config_from_dict(d: Mapping[str, Any], base: type, *, validate: bool = True) -> Any:
+    """Build a config of dataclass type ``base`` (the root of the tree) from a nested mapping.
 
     Missing keys keep their defaults; types are checked; ``validate()`` methods run unless
     ``validate=False``.
     """
-    base = ExperimentConfig if base is None else base
     cfg = _merge(base(), d if d is not None else {}, "", base)
     if validate:
         validate_config(cfg)
@@ -599,10 +490,11 @@ def config_from_dict(d: Mapping[str, Any], base: type | None = None, *, validate
 def load_config(
     path: str | os.PathLike | None,
     overrides: Sequence[str] = (),
-    base: type | None = None,
+    *,
+    base: type,
 ) -> Any:
-    """Defaults ← YAML file at ``path`` (None: defaults only) ← ``key.path=value`` overrides; validated."""
-    base = ExperimentConfig if base is None else base
+    """Defaults of the tree ``base`` ← YAML file at ``path`` (None: defaults only) ← ``key.path=value``
+    overrides; validated. (The experiment tree's loader is :func:`metarl.experiment.load_config`.)"""
     if isinstance(overrides, str):  # a lone string would otherwise be iterated per character
         overrides = [overrides]
     data: Any = {}
@@ -615,9 +507,9 @@ def load_config(
         with open(path, encoding="utf-8") as f:
             text = f.read()
         try:
-            data = _yaml_load(text)
+            data = yaml_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"malformed YAML in {path}{_yaml_error_line(exc)}") from None
+            raise ConfigError(f"malformed YAML in {path}{yaml_error_line(exc)}") from None
         if data is None:  # empty file or only comments: all defaults
             data = {}
         if not isinstance(data, Mapping):
@@ -630,323 +522,3 @@ def load_config(
         cfg = _apply_override(cfg, text)
     validate_config(cfg)
     return cfg
-
-
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return copy.deepcopy(value)
-
-
-def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """The config as plain nested dicts / lists / scalars (YAML-safe; tuples become lists)."""
-    return _plain(cfg)
-
-
-class _Dumper(yaml.SafeDumper):
-    """Block-style sections, but lists on one line (``hidden_sizes: [100, 100]``)."""
-
-
-_Dumper.add_representer(
-    list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
-)
-
-
-def dump_yaml(cfg: Any) -> str:
-    """The config as YAML that :func:`load_config` reads back to an equal config."""
-    return yaml.dump(
-        config_to_dict(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=False,
-        allow_unicode=True, width=1000,
-    )
-
-
-def _inline_yaml(value: Any) -> str:
-    text = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=float("inf"))
-    # A plain scalar document ends with the explicit end marker "...".
-    for suffix in ("\n...\n", "\n"):
-        if text.endswith(suffix):
-            return text[: -len(suffix)]
-    return text
-
-
-def describe(cfg: Any) -> str:
-    """Every key with its value and, as a comment above it, its documentation (valid YAML)."""
-    lines: list[str] = []
-
-    def emit(obj: Any, indent: str) -> None:
-        docs = field_docs(type(obj))
-        for i, f in enumerate(dataclasses.fields(obj)):
-            value = getattr(obj, f.name)
-            is_section = dataclasses.is_dataclass(value)
-            if is_section and lines and lines[-1] != "":
-                lines.append("")  # a blank line before each section
-            for doc_line in docs.get(f.name, "(undocumented)").splitlines():
-                lines.append(f"{indent}# {doc_line}".rstrip())
-            if is_section:
-                lines.append(f"{indent}{f.name}:")
-                emit(value, indent + "  ")
-            else:
-                lines.append(f"{indent}{f.name}: {_inline_yaml(_plain(value))}")
-
-    emit(cfg, "")
-    return "\n".join(lines) + "\n"
-
-
-# --------------------------------------------------------------------------------------------
-# The experiment configuration tree
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class EnvConfig:
-    """The task distribution."""
-
-    id: str = "metarl/Sinusoid-v0"
-    """Registered Gymnasium id of the task distribution."""
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments passed to the environment constructor."""
-    horizon: int | None = None
-    """Episode length H; null uses the registered max_episode_steps."""
-    rescale_actions: bool = True
-    """Continuous policies act in [-1, 1] per dimension, mapped onto the action space's finite bounds and clipped (as rllab's normalize(), used by the MAML paper); no effect on [-1, 1], unbounded or discrete spaces."""
-
-    def validate(self) -> None:
-        if not self.id.strip():
-            raise ConfigRangeError("id", self.id, "a non-empty Gymnasium id")
-        check_range(self, "horizon", ge=1)
-
-
-@dataclass
-class PolicyConfig:
-    """The policy (or regressor) network."""
-
-    hidden_sizes: tuple[int, ...] = (100, 100)
-    """Widths of the hidden layers of the MLP, input side first."""
-    activation: Literal["relu", "tanh"] = "relu"
-    """Nonlinearity between hidden layers."""
-    init_log_std: float = 0.0
-    """Initial log standard deviation of Gaussian policies."""
-    recurrent_hidden_size: int = 128
-    """GRU hidden-state size of the RL² policy."""
-
-    def validate(self) -> None:
-        for width in self.hidden_sizes:
-            if width < 1:
-                raise ConfigRangeError("hidden_sizes", self.hidden_sizes, "a list of ints >= 1")
-        if not math.isfinite(self.init_log_std):
-            raise ConfigRangeError("init_log_std", self.init_log_std, "finite")
-        check_range(self, "recurrent_hidden_size", ge=1)
-
-
-@dataclass
-class MAMLConfig:
-    """MAML: inner-loop adaptation and outer (meta) optimisation."""
-
-    meta_batch_size: int = 20
-    """Tasks per meta-iteration."""
-    episodes_per_task: int = 20
-    """Episodes per task per inner step; for H=1 tasks the number K of support samples."""
-    query_episodes_per_task: int | None = None
-    """Post-update episodes (query samples for H=1) per task; null = same as episodes_per_task."""
-    inner_steps: int = 1
-    """Inner-loop gradient steps per task during meta-training."""
-    inner_lr: float = 0.1
-    """Step size of the inner-loop gradient step."""
-    first_order: bool = False
-    """First-order MAML: do not backpropagate through the inner-loop gradient."""
-    learn_inner_lr: bool = False
-    """Meta-SGD: learn a per-parameter inner learning rate (initialised to inner_lr)."""
-    outer: Literal["trpo", "adam"] = "trpo"
-    """Outer (meta) optimiser: TRPO for RL, Adam for supervised tasks."""
-    outer_lr: float = 1e-3
-    """Adam learning rate when outer is adam."""
-    max_kl: float = 0.01
-    """TRPO trust region: bound on the mean KL between old and new post-update policies."""
-    cg_iters: int = 10
-    """TRPO conjugate-gradient iterations."""
-    cg_damping: float = 1e-5
-    """TRPO damping added to the Fisher-vector product."""
-    ls_max_steps: int = 15
-    """TRPO backtracking line-search steps."""
-    ls_backtrack_ratio: float = 0.8
-    """TRPO line-search step shrink factor."""
-    gamma: float = 0.99
-    """Discount factor."""
-    gae_lambda: float = 1.0
-    """GAE lambda; 1.0 = plain REINFORCE with the linear baseline."""
-    normalize_advantages: bool = True
-    """Standardise advantages per task before each policy-gradient step."""
-
-    def validate(self) -> None:
-        check_range(self, "meta_batch_size", ge=1)
-        check_range(self, "episodes_per_task", ge=1)
-        check_range(self, "query_episodes_per_task", ge=1)
-        check_range(self, "inner_steps", ge=0)
-        check_range(self, "inner_lr", gt=0)
-        check_range(self, "outer_lr", gt=0)
-        check_range(self, "max_kl", gt=0)
-        check_range(self, "cg_iters", ge=1)
-        check_range(self, "cg_damping", ge=0)
-        check_range(self, "ls_max_steps", ge=1)
-        check_range(self, "ls_backtrack_ratio", gt=0, lt=1)
-        check_range(self, "gamma", gt=0, le=1)
-        check_range(self, "gae_lambda", ge=0, le=1)
-
-
-@dataclass
-class RL2Config:
-    """RL²: recurrent policy trained across trials of several episodes."""
-
-    episodes_per_trial: int = 2
-    """Episodes of the same task in one trial; the hidden state is kept across them."""
-    trials_per_iteration: int = 100
-    """Trials (one task each) collected per iteration."""
-    optimizer: Literal["ppo", "trpo"] = "ppo"
-    """Policy optimiser."""
-    lr: float = 3e-4
-    """Adam learning rate (PPO and the value function)."""
-    ppo_epochs: int = 4
-    """PPO passes over each iteration's data."""
-    minibatches: int = 4
-    """PPO minibatches per epoch (split by trial, so hidden states stay intact)."""
-    clip_range: float = 0.2
-    """PPO clipping range of the probability ratio."""
-    gamma: float = 0.99
-    """Discount factor (across the episodes of a trial)."""
-    gae_lambda: float = 0.95
-    """GAE lambda."""
-    entropy_coef: float = 0.0
-    """Weight of the entropy bonus."""
-    value_coef: float = 0.5
-    """Weight of the value-function loss."""
-    max_grad_norm: float = 0.5
-    """Gradient-norm clipping threshold."""
-
-    def validate(self) -> None:
-        check_range(self, "episodes_per_trial", ge=1)
-        check_range(self, "trials_per_iteration", ge=1)
-        check_range(self, "lr", gt=0)
-        check_range(self, "ppo_epochs", ge=1)
-        check_range(self, "minibatches", ge=1)
-        # Minibatches are whole trials, so there cannot be more of them than trials.
-        if self.minibatches > self.trials_per_iteration:
-            raise ConfigRangeError(
-                "minibatches", self.minibatches, f"<= trials_per_iteration ({self.trials_per_iteration})"
-            )
-        check_range(self, "clip_range", gt=0)
-        check_range(self, "gamma", gt=0, le=1)
-        check_range(self, "gae_lambda", ge=0, le=1)
-        check_range(self, "entropy_coef", ge=0)
-        check_range(self, "value_coef", ge=0)
-        check_range(self, "max_grad_norm", gt=0)
-
-
-@dataclass
-class CollectorConfig:
-    """Experience collection: vector environments and devices."""
-
-    backend: Literal["auto", "native", "gym", "ray"] = "auto"
-    """Vector env implementation: auto = native batched when available, else the Gymnasium loop; ray = Ray actors (num_workers, address) each using auto."""
-    num_threads: int | None = None
-    """Threads stepping MuJoCo environments (backend ray: per actor); null = all cores (ray: 1)."""
-    torch_threads: int | None = 1
-    """Torch intra-op threads for updates; null = all cores. 1 is fastest for small networks (OpenMP spin-waiting)."""
-    device: str = "cpu"
-    """Torch device of the policy during collection and updates."""
-    num_workers: int = 2
-    """Ray actors (backend: ray); each takes a contiguous share of the tasks and num_threads (default 1) CPUs."""
-    address: str | None = None
-    """Ray cluster address; 'auto' joins a running cluster, null starts a local one."""
-
-    def validate(self) -> None:
-        check_range(self, "num_threads", ge=1)
-        check_range(self, "torch_threads", ge=1)
-        check_range(self, "num_workers", ge=1)
-        if not self.device.strip():
-            raise ConfigRangeError("device", self.device, "a torch device such as 'cpu' or 'cuda:0'")
-
-
-@dataclass
-class TrainConfig:
-    """The training loop: length, logging, checkpoints."""
-
-    iterations: int = 500
-    """Meta-iterations (RL²: iterations) to train."""
-    log_every: int = 1
-    """Write scalars every N iterations."""
-    eval_every: int = 0
-    """Log a meta-test adaptation curve every N iterations; 0 = never."""
-    eval_tasks: int = 10
-    """Held-out tasks in each periodic evaluation."""
-    checkpoint_every: int = 50
-    """Save a checkpoint every N iterations; 0 = never."""
-    keep_checkpoints: int = 3
-    """Most recent checkpoints kept on disk."""
-    show_progress: bool = True
-    """Show a progress bar."""
-
-    def validate(self) -> None:
-        check_range(self, "iterations", ge=0)
-        check_range(self, "log_every", ge=1)
-        check_range(self, "eval_every", ge=0)
-        check_range(self, "eval_tasks", ge=1)
-        check_range(self, "checkpoint_every", ge=0)
-        check_range(self, "keep_checkpoints", ge=1)
-
-
-@dataclass
-class EvalConfig:
-    """Meta-test evaluation on held-out tasks."""
-
-    tasks: int = 40
-    """Held-out tasks evaluated."""
-    steps: int = 3
-    """Gradient steps; performance is measured after 0..steps of them."""
-    inner_lr: float | None = None
-    """Inner step size at test time; null = maml.inner_lr."""
-    inner_lr_after_first: float | None = None
-    """Step size for steps after the first; null = inner_lr (the MAML paper used 0.1 then 0.05)."""
-    episodes_per_task: int | None = None
-    """Episodes (H=1: support samples) per task per step; null = maml.episodes_per_task."""
-    seed: int = 1000
-    """Seed of the held-out test task stream, separate from training."""
-
-    def validate(self) -> None:
-        check_range(self, "tasks", ge=1)
-        check_range(self, "steps", ge=0)
-        check_range(self, "inner_lr", gt=0)
-        check_range(self, "inner_lr_after_first", gt=0)
-        check_range(self, "episodes_per_task", ge=1)
-        check_range(self, "seed", ge=0)
-
-
-@dataclass
-class ExperimentConfig:
-    """One experiment: which algorithm, on what, with which settings."""
-
-    algo: Literal["maml", "rl2", "pretrain", "oracle"] = "maml"
-    """Which algorithm trains."""
-    seed: int = 0
-    """Master seed; every RNG stream of the run derives from it."""
-    env: EnvConfig = field(default_factory=EnvConfig)
-    """The task distribution."""
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    """The policy (or regressor) network."""
-    maml: MAMLConfig = field(default_factory=MAMLConfig)
-    """MAML inner loop and meta-optimiser (also the fine-tuning loop of the pretrain/oracle baselines)."""
-    rl2: RL2Config = field(default_factory=RL2Config)
-    """RL² settings."""
-    collector: CollectorConfig = field(default_factory=CollectorConfig)
-    """Experience collection."""
-    train: TrainConfig = field(default_factory=TrainConfig)
-    """Training loop, logging and checkpoints."""
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    """Meta-test evaluation."""
-
-    def validate(self) -> None:
-        # numpy's SeedSequence rejects negative seeds.
-        check_range(self, "seed", ge=0)

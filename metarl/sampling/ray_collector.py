@@ -69,7 +69,7 @@ class _CollectorWorker:
                  vector_backend: str, rescale_actions: bool):
         import gymnasium as gym
 
-        import metarl  # noqa: F401  (registers the metarl/ task distributions in this process)
+        import metarl.envs  # noqa: F401  (registers the metarl/ task distributions in this process)
 
         # A third-party env registered in the driver (--import MODULE) is unknown here: register the
         # driver's spec, whose entry point the worker resolves as the driver did.

@@ -123,7 +123,7 @@ class OracleTrainer:
         from stable_baselines3.common.vec_env import DummyVecEnv
 
         from metarl.sampling.oracle_env import make_oracle_env
-        from metarl.train import seed_streams
+        from metarl.common.seeding import seed_streams
 
         if collector.supervised:
             raise OracleError(
