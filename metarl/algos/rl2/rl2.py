@@ -175,7 +175,7 @@ def ppo_loss(
 
 
 class RL2:
-    """RL² training and evaluation on one task distribution (``cfg`` is a :class:`metarl.common.config.RL2Config`)."""
+    """RL² training and evaluation on one task distribution (``cfg`` is a :class:`metarl.algos.rl2.RL2Config`)."""
 
     metric = "return"
     curve_x_label = "episode in trial"
