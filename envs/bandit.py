@@ -18,8 +18,7 @@ from numbers import Real
 import gymnasium as gym
 import numpy as np
 
-from metarl.tasks import TaskEnv, check_sample_tasks_args, check_task_type, discrete_action, discrete_actions
-from metarl.vector import BatchedTaskEnv
+from metarl.common.tasks import BatchedTaskEnv, TaskEnv, check_sample_tasks_args, check_task_type, discrete_action, discrete_actions
 
 
 @dataclass(frozen=True)

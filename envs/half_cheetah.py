@@ -39,8 +39,7 @@ from gymnasium import spaces, utils
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.envs.mujoco.mujoco_env import expand_model_path
 
-from metarl.tasks import TaskEnv, check_sample_tasks_args, check_task_type
-from metarl.vector import BatchedTaskEnv
+from metarl.common.tasks import BatchedTaskEnv, TaskEnv, check_sample_tasks_args, check_task_type
 
 CTRL_COST_WEIGHT = 0.05  # MAML paper: -0.05 ||a||^2 for both cheetah tasks
 RESET_NOISE_SCALE = 0.1  # v5 default

@@ -17,8 +17,7 @@ from numbers import Real
 import gymnasium as gym
 import numpy as np
 
-from metarl.tasks import TaskEnv, check_sample_tasks_args, check_task_type
-from metarl.vector import BatchedTaskEnv
+from metarl.common.tasks import BatchedTaskEnv, TaskEnv, check_sample_tasks_args, check_task_type
 
 GOAL_RANGE = (-0.5, 0.5)
 MAX_STEP = 0.1

@@ -23,8 +23,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from metarl.tasks import TaskEnv, check_sample_tasks_args, check_task_type
-from metarl.vector import BatchedTaskEnv
+from metarl.common.tasks import BatchedTaskEnv, TaskEnv, check_sample_tasks_args, check_task_type
 
 AMPLITUDE_RANGE = (0.1, 5.0)
 PHASE_RANGE = (0.0, math.pi)

@@ -27,12 +27,12 @@ def _machine() -> dict:
 def bench_collect(env_id: str = "metarl/HalfCheetahVel-v0", num_tasks: int = 40, episodes_per_task: int = 20,
                   hidden_sizes=(100, 100), repeats: int = 2, backend: str = "auto") -> dict:
     """Closed-loop collection vs the open-loop physics limit (MuJoCo envs) for the same batch."""
-    from metarl.collector import Collector
-    from metarl.policies import make_policy
+    from metarl.sampling.collector import Collector
+    from metarl.common.policies import make_policy
 
     if backend == "ray":
         # Ray actors (collector.num_workers' default, 2) on the cluster in RAY_ADDRESS, else a local Ray
-        from metarl.ray_collector import RayCollector
+        from metarl.sampling.ray_collector import RayCollector
 
         collector = RayCollector(env_id, seed=0)
     else:
@@ -102,8 +102,7 @@ def _single_env_rate(env_id: str, steps: int = 4000) -> float:
 
 def bench_maml(config: str = "experiments/navigation2d_maml.yaml", iterations: int = 3, overrides=()) -> dict:
     """Seconds per meta-iteration (after one warm-up iteration), split by phase."""
-    from metarl.config import load_config
-    from metarl.train import build_experiment
+    from metarl.experiment import build_experiment, load_config
 
     cfg = load_config(config, list(overrides))
     exp = build_experiment(cfg)

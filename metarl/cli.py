@@ -52,8 +52,8 @@ def cmd_envs(args) -> int:
     import gymnasium as gym
     import numpy as np
 
-    from metarl.tasks import REQUIRED_METHODS
-    from metarl.vector import env_class, registered_task_env_ids
+    from metarl.common.tasks import REQUIRED_METHODS
+    from metarl.sampling.vector import env_class, registered_task_env_ids
 
     ids = registered_task_env_ids(None if args.all else "metarl")
     # environments registered by --import modules are listed whatever their namespace
@@ -90,7 +90,8 @@ def _short(text: str, limit: int = 160) -> str:
 
 
 def cmd_config(args) -> int:
-    from metarl.config import describe, load_config
+    from metarl.common.config import describe
+    from metarl.experiment import load_config
 
     cfg = load_config(args.config, _overrides(args))
     print(describe(cfg))
@@ -98,8 +99,9 @@ def cmd_config(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from metarl.config import describe, load_config
-    from metarl.train import RESUME_SETTABLE, load_run_config, train
+    from metarl.common.config import describe
+    from metarl.experiment import load_config, load_run_config
+    from metarl.train import RESUME_SETTABLE, train
 
     if args.resume:
         if args.config is not None and Path(args.config).is_dir() and args.run_dir is None:
@@ -127,7 +129,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from metarl.evaluate import evaluate_run
+    from metarl.experiment import evaluate_run
 
     evaluate_run(
         args.run_dir,
@@ -143,7 +145,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from metarl.plots import plot_runs, plot_training
+    from metarl.evaluation.plots import plot_runs, plot_training
 
     # Options that only one kind of plot reads are errors on the other, not silently dropped.
     if args.training:
@@ -160,7 +162,7 @@ def cmd_plot(args) -> int:
 
 
 def cmd_gap(args) -> int:
-    from metarl.evaluate import gap_from_csvs, step_line
+    from metarl.evaluation.curves import gap_from_csvs, step_line
 
     res = gap_from_csvs(args.method_src, args.low_src, args.high_src, args.method, args.low, args.high)
     if args.json:
@@ -175,7 +177,7 @@ def cmd_gap(args) -> int:
 
 def cmd_bench(args) -> int:
     from metarl.bench import run
-    from metarl.train import configure_threads
+    from metarl.experiment import configure_threads
 
     configure_threads(args.threads)
     run(args.which or ["collect", "maml", "sinusoid"], args)
@@ -265,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
 @contextlib.contextmanager
 def _one_line_warnings():
     """Show metarl's own warnings (a skipped checkpoint) as one line; others as usual."""
-    from metarl.checkpoint import CheckpointWarning
+    from metarl.common.checkpoint import CheckpointWarning
 
     with warnings.catch_warnings():
         previous = warnings.showwarning
@@ -295,12 +297,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     args.imported_env_ids = _import_modules(args.imports)
-    import metarl  # noqa: F401  (registers the environments)
+    import metarl.envs  # noqa: F401  (registers the environments)
     import yaml
 
-    from metarl.checkpoint import CheckpointError
-    from metarl.config import ConfigError, _yaml_error_line
-    from metarl.train import RunError
+    from metarl.common.checkpoint import CheckpointError
+    from metarl.common.config import ConfigError
+    from metarl.common.config_yaml import yaml_error_line
+    from metarl.experiment import RunError
 
     try:
         with _one_line_warnings():
@@ -309,7 +312,7 @@ def _run(args) -> int:
         print(f"metarl: error: {err}", file=sys.stderr)
         return 2
     except yaml.YAMLError as err:  # e.g. a run directory's config.yaml edited by hand
-        print(f"metarl: error: malformed YAML{_yaml_error_line(err)}", file=sys.stderr)
+        print(f"metarl: error: malformed YAML{yaml_error_line(err)}", file=sys.stderr)
         return 2
     except (ValueError, TypeError, OSError) as err:
         # Clear errors from environments and the collector (unknown env id, missing methods).

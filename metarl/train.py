@@ -8,34 +8,26 @@ policy initialisation, task sampling and the collector's streams are separate ch
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from metarl.checkpoint import CheckpointError, list_checkpoints, load_latest_checkpoint, save_checkpoint
-from metarl.collector import Collector
-from metarl.config import ExperimentConfig, config_from_dict, config_to_dict, dump_yaml
-from metarl.logger import RunLogger
-from metarl.policies import make_policy
-
-
-class RunError(RuntimeError):
-    """A problem with the run directory or the run itself, reported as one line by the CLI."""
-
-
-@dataclass
-class Experiment:
-    cfg: ExperimentConfig
-    collector: Collector
-    policy: torch.nn.Module
-    algo: object
-    task_rng: np.random.Generator
+from metarl.common.checkpoint import CheckpointError, list_checkpoints, load_latest_checkpoint, save_checkpoint
+from metarl.common.config import config_to_dict, dump_yaml
+from metarl.common.logger import RunLogger
+from metarl.experiment import (
+    Experiment,
+    ExperimentConfig,
+    RunError,
+    build_experiment,
+    config_from_dict,
+    configure_threads,
+)
 
 
 #: config keys a resumed run may change (``metarl train --resume RUN --set KEY=V``): none alters
@@ -53,85 +45,6 @@ def _with_resume_settings(saved: ExperimentConfig, given: ExperimentConfig) -> E
         part = replace(getattr(cfg, section), **{name: getattr(getattr(given, section), name)})
         cfg = replace(cfg, **{section: part})
     return cfg
-
-
-def seed_streams(seed: int) -> dict[str, np.random.SeedSequence]:
-    children = np.random.SeedSequence(seed).spawn(4)
-    return dict(zip(("init", "tasks", "collector", "eval"), children))
-
-
-def configure_threads(num_threads: int | None) -> int:
-    n = num_threads or os.cpu_count() or 1
-    torch.set_num_threads(n)
-    return n
-
-
-def build_experiment(cfg: ExperimentConfig) -> Experiment:
-    """Collector, policy and algorithm for ``cfg`` (no files touched)."""
-    streams = seed_streams(cfg.seed)
-    collector_kwargs = dict(
-        seed=int(streams["collector"].generate_state(1)[0]),
-        env_kwargs=cfg.env.kwargs,
-        horizon=cfg.env.horizon,
-        num_threads=cfg.collector.num_threads,
-        rescale_actions=cfg.env.rescale_actions,
-    )
-    if cfg.collector.backend == "ray":
-        from metarl.ray_collector import RayCollector
-
-        collector = RayCollector(cfg.env.id, num_workers=cfg.collector.num_workers, address=cfg.collector.address,
-                                 **collector_kwargs)
-    else:
-        collector = Collector(cfg.env.id, backend=cfg.collector.backend, **collector_kwargs)
-    init_seed = int(streams["init"].generate_state(1)[0])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(init_seed)
-        policy = build_policy(cfg, collector)
-    policy.to(cfg.collector.device)
-    algo = build_algorithm(cfg, collector, policy)
-    task_rng = np.random.default_rng(streams["tasks"])
-    return Experiment(cfg, collector, policy, algo, task_rng)
-
-
-def build_algorithm(cfg: ExperimentConfig, collector: Collector, policy: torch.nn.Module):
-    """The training algorithm named by ``cfg.algo`` (see metarl.algorithm.Algorithm)."""
-    if cfg.algo in ("maml", "pretrain"):
-        from metarl.maml import MAML
-
-        mc = cfg.maml
-        if cfg.algo == "pretrain":
-            # Pretraining = the same outer optimiser on the task mixture with no inner step, and the
-            # same environment-step budget per iteration (inner + query episodes as one batch).
-            # (supervised MAML reuses its K support samples for every inner step).
-            support = mc.episodes_per_task * (min(mc.inner_steps, 1) if collector.supervised else mc.inner_steps)
-            mc = replace(mc, inner_steps=0, query_episodes_per_task=(mc.query_episodes_per_task or mc.episodes_per_task) + support)
-        return MAML(policy, collector, mc, device=cfg.collector.device)
-    if cfg.algo == "rl2":
-        from metarl.rl2 import RL2
-
-        return RL2(policy, collector, cfg.rl2, device=cfg.collector.device)
-    if cfg.algo == "oracle":
-        from metarl.oracle_train import OracleTrainer
-
-        return OracleTrainer(cfg, collector)
-    raise RunError(f"unknown algo {cfg.algo!r}; expected maml, pretrain, rl2 or oracle")
-
-
-def build_policy(cfg: ExperimentConfig, collector: Collector) -> torch.nn.Module:
-    p = cfg.policy
-    if cfg.algo == "rl2":
-        from metarl.policies import RecurrentPolicy, _space_dim
-
-        return RecurrentPolicy(_space_dim(collector.observation_space), collector.action_space,
-                               hidden_size=p.recurrent_hidden_size, init_log_std=p.init_log_std)
-    return make_policy(
-        collector.observation_space,
-        collector.action_space,
-        supervised=collector.supervised,
-        hidden_sizes=p.hidden_sizes,
-        activation=p.activation,
-        init_log_std=p.init_log_std,
-    )
 
 
 def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -249,7 +162,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> Path:
     meta_test_keys: list[str] = []
     try:
         if tc.eval_every and start_iteration == 0:
-            from metarl.evaluate import meta_test_scalars
+            from metarl.evaluation.curves import meta_test_scalars
 
             initial = meta_test_scalars(exp.algo, cfg)
             meta_test_keys = sorted(initial)
@@ -266,7 +179,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> Path:
                 stats["env_steps_total"] = float(env_steps)
                 evaluated = bool(tc.eval_every) and iteration % tc.eval_every == 0
                 if tc.eval_every:
-                    from metarl.evaluate import meta_test_scalars
+                    from metarl.evaluation.curves import meta_test_scalars
 
                     stats.update(dict.fromkeys(meta_test_keys))
                     if evaluated:
@@ -305,12 +218,3 @@ def _check_finite(stats: dict[str, float], iteration: int, policy: torch.nn.Modu
     if params and not bool(torch.isfinite(torch.cat([p.detach().reshape(-1) for p in params])).all()):
         bad = next(n for n, p in policy.named_parameters() if not bool(torch.isfinite(p).all()))
         raise RunError(f"non-finite parameter {bad} at iteration {iteration}; the last good checkpoint is kept")
-
-
-def load_run_config(run_dir: str | Path, overrides=()) -> ExperimentConfig:
-    path = Path(run_dir) / "config.yaml"
-    if not path.exists():
-        raise RunError(f"{run_dir} is not a run directory (no config.yaml)")
-    from metarl.config import load_config
-
-    return load_config(path, list(overrides))  # errors name the file and line

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from metarl.baseline import LinearFeatureBaseline
+from metarl.common.baseline import LinearFeatureBaseline
 
 F64 = torch.float64
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from metarl.collector import Collector, EpisodeBatch
+from metarl.sampling.collector import Collector, EpisodeBatch
 from metarl.envs.bandit import BanditTask
 from metarl.envs.half_cheetah import HalfCheetahVelTask
 from metarl.envs.navigation import NavigationTask
-from metarl.policies import (
+from metarl.common.policies import (
     GaussianMLPPolicy,
     RecurrentPolicy,
     make_policy,
@@ -232,7 +232,7 @@ def _constant_policy(action, init_log_std=-30.0) -> GaussianMLPPolicy:
 def test_action_rescaling_maps_policy_units_onto_the_bounds():
     from gymnasium import spaces
 
-    from metarl.collector import action_rescaling
+    from metarl.sampling.collector import action_rescaling
 
     center, half = action_rescaling(spaces.Box(np.array([-0.5, 0.0], np.float32), np.array([0.5, 4.0], np.float32)))
     np.testing.assert_allclose(center, [0.0, 2.0])

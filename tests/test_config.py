@@ -1,4 +1,4 @@
-"""Tests for metarl.config: loading, overrides, error messages, round trips, documentation."""
+"""Tests for metarl.common.config (through the experiment tree of metarl.experiment): loading, overrides, error messages, round trips, documentation."""
 
 from __future__ import annotations
 
@@ -11,25 +11,24 @@ from typing import Literal, Optional
 import pytest
 import yaml
 
-from metarl.config import (
-    CollectorConfig,
+from metarl.algos.maml import MAMLConfig
+from metarl.common import config as generic
+from metarl.common.config import (
     ConfigError,
     ConfigRangeError,
-    EvalConfig,
-    ExperimentConfig,
-    MAMLConfig,
-    config_from_dict,
     config_keys,
     config_to_dict,
     describe,
     dump_yaml,
     field_docs,
     get_by_path,
-    load_config,
     parse_override,
     set_by_path,
     validate_config,
 )
+from metarl.evaluation.config import EvalConfig
+from metarl.experiment import ExperimentConfig, config_from_dict, load_config
+from metarl.sampling.config import CollectorConfig
 
 
 def write(tmp_path, text: str, name: str = "cfg.yaml") -> str:
@@ -352,7 +351,7 @@ def test_describe_shows_every_key_value_and_doc():
     assert yaml.safe_load(text) == config_to_dict(cfg)  # the description is itself the config
     lines = text.splitlines()
     section_start = {"": 0}
-    for key in config_keys(sections=True):
+    for key in config_keys(ExperimentConfig, sections=True):
         parts = key.split(".")
         section = ".".join(parts[:-1])
         owner = ExperimentConfig
@@ -373,10 +372,10 @@ def test_describe_shows_every_key_value_and_doc():
 
 
 def test_config_keys():
-    keys = config_keys()
+    keys = config_keys(ExperimentConfig)
     assert keys[:3] == ["algo", "seed", "env.id"]
     assert "maml.inner_lr" in keys and "maml" not in keys
-    assert "maml" in config_keys(sections=True)
+    assert "maml" in config_keys(ExperimentConfig, sections=True)
 
 
 # ---------------------------------------------------------------- the machinery on another tree
@@ -406,14 +405,14 @@ class _Outer:
 
 
 def test_generic_tree():
-    cfg = config_from_dict({"inner": {"scale": [0, 3], "names": ["x"], "mode": "b"}}, _Outer)
+    cfg = generic.config_from_dict({"inner": {"scale": [0, 3], "names": ["x"], "mode": "b"}}, _Outer)
     assert cfg.inner == _Inner(scale=(0.0, 3.0), names=["x"], mode="b")
-    assert config_from_dict(config_to_dict(cfg), _Outer) == cfg
+    assert generic.config_from_dict(config_to_dict(cfg), _Outer) == cfg
     assert field_docs(_Outer) == {"inner": "A section.", "rate": "No docstring follows the next field on purpose."}
     with pytest.raises(ConfigError, match=r"^inner\.scale: expected a list of 2 values, got \[1\]"):
-        load_config(None, ["inner.scale=[1]"], base=_Outer)
+        generic.load_config(None, ["inner.scale=[1]"], base=_Outer)
     with pytest.raises(ConfigError, match=r"^inner\.mode: expected one of 'a', 'b' or null, got 'c'"):
-        load_config(None, ["inner.mode=c"], base=_Outer)
+        generic.load_config(None, ["inner.mode=c"], base=_Outer)
     with pytest.raises(ConfigError, match=r"^inner: scale must be increasing$"):
         validate_config(set_by_path(_Outer(), "inner.scale", [2, 1]))
     assert "(undocumented)" in describe(_Outer())

@@ -18,7 +18,8 @@ from metarl.envs.bandit import BanditEnv, BanditTask, BatchedBanditEnv
 from metarl.envs.navigation import BatchedNavigation2DEnv, Navigation2DEnv, NavigationTask
 from metarl.envs.sinusoid import BatchedSinusoidEnv, SinusoidEnv, SinusoidTask, mse_loss
 from metarl.envs.tabular_mdp import BatchedTabularMDPEnv, TabularMDPEnv, TabularMDPTask
-from metarl.vector import horizon, make_vector_env
+from metarl.common.tasks import BatchedTaskEnv
+from metarl.sampling.vector import horizon, make_vector_env
 
 IDS = ["metarl/Sinusoid-v0", "metarl/Navigation2D-v0", "metarl/Bandit-v0", "metarl/TabularMDP-v0"]
 STOCHASTIC_STEP_IDS = ["metarl/Bandit-v0", "metarl/TabularMDP-v0"]
@@ -51,7 +52,7 @@ def test_sb3_check_env(env_id):
 def test_registration_classes(env_id):
     env = gym.make(env_id).unwrapped
     cls = type(env)
-    assert issubclass(cls.batched_env_class, metarl.vector.BatchedTaskEnv)
+    assert issubclass(cls.batched_env_class, BatchedTaskEnv)
     assert isinstance(env.get_task(), cls.task_type)  # a default task is set in __init__
     assert env.observation_space.dtype == np.float32
 

@@ -14,13 +14,14 @@ import pytest
 import torch
 
 import metarl  # noqa: F401  (registers the environments)
-from metarl.checkpoint import load_latest_checkpoint
+from metarl.common.checkpoint import load_latest_checkpoint
 from metarl.cli import main
-from metarl.collector import Collector
-from metarl.config import dump_yaml, load_config
-from metarl.evaluate import CSV_COLUMNS, evaluate_run, gap_closed, summarize, t_quantile_975, write_results
-from metarl.maml import EVAL_QUERY_POINTS
-from metarl.train import build_experiment, train
+from metarl.sampling.collector import Collector
+from metarl.algos.maml.maml import EVAL_QUERY_POINTS
+from metarl.common.config import dump_yaml
+from metarl.evaluation.curves import CSV_COLUMNS, gap_closed, summarize, t_quantile_975, write_results
+from metarl.experiment import build_experiment, evaluate_run, load_config
+from metarl.train import train
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Small budgets; one torch thread: these nets are tiny and the machines are shared.
@@ -133,7 +134,7 @@ def test_gap_from_separate_evaluations(tmp_path, capsys):
 
 
 def test_gap_fractions_validate_lengths():
-    from metarl.evaluate import gap_fractions
+    from metarl.evaluation.curves import gap_fractions
 
     assert gap_fractions([-50.0, -20.0], [-100.0, -80.0], [0.0]) == [pytest.approx(0.5), pytest.approx(0.75)]
     with pytest.raises(ValueError, match="equal length"):
@@ -201,7 +202,7 @@ def test_step0_is_the_query_loss_of_theta(sinusoid_runs):
 
 def test_regression_fits_data(sinusoid_runs):
     """The data behind sinusoid_fits.png: true curve from query samples, support set, predictions."""
-    from metarl.evaluate import regression_fits
+    from metarl.evaluation.curves import regression_fits
 
     maml_dir, _ = sinusoid_runs
     cfg = load_config(maml_dir / "config.yaml")
@@ -232,7 +233,7 @@ def test_plot_commands(sinusoid_runs, tmp_path, capsys):
     assert main(["plot", str(maml_dir), str(pre_dir / "eval"), "--out", str(out)]) == 0
     _assert_png(out)
     # --methods keeps only the named curves; a name no source holds is an error naming what they hold.
-    from metarl.plots import select_curves
+    from metarl.evaluation.plots import select_curves
 
     all_labels = [label for label, _ in select_curves([maml_dir, pre_dir / "eval"])[0]]
     assert {l.split(": ")[1] for l in all_labels} >= {"maml", "pretrain", "random"}
@@ -331,7 +332,7 @@ def test_periodic_meta_test_logging_leaves_training_unchanged(tmp_path):
 # ------------------------------------------------------------------ Meta-SGD: evaluated with its learned rates
 def _meta_sgd_run(tmp_path, rates: float) -> Path:
     """A Meta-SGD sinusoid run of 2 iterations whose checkpoint's learned rates are all set to ``rates``."""
-    from metarl.checkpoint import list_checkpoints
+    from metarl.common.checkpoint import list_checkpoints
 
     run_dir = tmp_path / "sgd"
     cfg = load_config("experiments/sinusoid_maml.yaml", [
@@ -350,7 +351,7 @@ def _meta_sgd_run(tmp_path, rates: float) -> Path:
 def test_meta_sgd_with_zeroed_learned_rates_does_not_adapt(tmp_path):
     """Zero learned rates: every evaluation path (metarl evaluate, the fit figure, the periodic
     meta-test) must show no change across steps; scalar eval.inner_lr would move θ."""
-    from metarl.evaluate import meta_test_scalars, regression_fits
+    from metarl.evaluation.curves import meta_test_scalars, regression_fits
 
     run_dir = _meta_sgd_run(tmp_path, 0.0)
     summary = evaluate_run(run_dir)
@@ -375,7 +376,7 @@ def test_meta_sgd_with_zeroed_learned_rates_does_not_adapt(tmp_path):
 
 def test_meta_sgd_uniform_learned_rates_equal_that_scalar_step(tmp_path):
     """Learned rates all equal to c adapt exactly like MAML's scalar step size c."""
-    from metarl.maml import MAML
+    from metarl.algos.maml import MAML
 
     run_dir = _meta_sgd_run(tmp_path, 0.03)
     cfg = load_config(run_dir / "config.yaml")
@@ -390,8 +391,8 @@ def test_meta_sgd_uniform_learned_rates_equal_that_scalar_step(tmp_path):
 
 
 def test_meta_sgd_refuses_explicit_eval_step_sizes(tmp_path):
-    from metarl.config import ConfigError
-    from metarl.maml import test_time_inner_lrs
+    from metarl.common.config import ConfigError
+    from metarl.algos.maml import test_time_inner_lrs
 
     for key in ("eval.inner_lr", "eval.inner_lr_after_first"):
         with pytest.raises(ConfigError) as err:
@@ -413,7 +414,7 @@ def test_maml_curve_scores_sampled_episodes_or_mean_actions():
     """Default: the return of the sampled episodes each step adapts on. eval.deterministic: the
     mean-action return of the parameters after each step, the adaptation still on sampled episodes
     (Navigation2D has no randomness but the policy's, so both are recomputed here exactly)."""
-    from metarl.maml import MAML
+    from metarl.algos.maml import MAML
 
     nav = "metarl/Navigation2D-v0"
     cfg = load_config("experiments/navigation2d_maml.yaml", ["collector.num_threads=1"])

@@ -1,6 +1,6 @@
-"""MAML's outer TRPO step in Gauss-Newton form (metarl.maml.OuterLinearization) against the
+"""MAML's outer TRPO step in Gauss-Newton form (metarl.algos.maml.maml.OuterLinearization) against the
 reference autograd path: the double backward of the KL through the adaptation
-(metarl.trpo.fisher_vector_product_fn), the autograd gradient of the surrogate, and a whole TRPO
+(metarl.common.trpo.fisher_vector_product_fn), the autograd gradient of the surrogate, and a whole TRPO
 step. Everything in float64, so the two must agree to rounding."""
 
 from __future__ import annotations
@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from metarl.collector import Collector, EpisodeBatch
-from metarl.config import MAMLConfig
-from metarl.maml import MAML, InnerData
-from metarl.maml_fisher import OuterLinearization, mlp_spec
-from metarl.policies import GaussianMLPPolicy, MLPRegressor, make_policy
-from metarl.trpo import _grads_or_zeros, fisher_vector_product_fn, flatten
+from metarl.sampling.collector import Collector, EpisodeBatch
+from metarl.algos.maml import MAML, InnerData, MAMLConfig
+from metarl.algos.maml.fisher import OuterLinearization, mlp_spec
+from metarl.common.policies import GaussianMLPPolicy, MLPRegressor, make_policy
+from metarl.common.trpo import _grads_or_zeros, fisher_vector_product_fn, flatten
 
 F64 = torch.float64
 RTOL = 1e-8
@@ -215,12 +214,12 @@ def test_unsupported_policies_fall_back_to_autograd():
 
 
 def test_train_iteration_takes_the_gauss_newton_path(monkeypatch):
-    import metarl.trpo
+    import metarl.common.trpo
 
     def no_double_backward(*args, **kwargs):
         raise AssertionError("the double-backward Fisher-vector product was used")
 
-    monkeypatch.setattr(metarl.trpo, "fisher_vector_product_fn", no_double_backward)
+    monkeypatch.setattr(metarl.common.trpo, "fisher_vector_product_fn", no_double_backward)
     collector = Collector("metarl/Navigation2D-v0", seed=0, horizon=5)
     torch.manual_seed(0)
     policy = GaussianMLPPolicy(2, 2, (8, 8), activation="relu")

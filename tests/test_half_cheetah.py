@@ -19,7 +19,7 @@ from metarl.envs.half_cheetah import (
     HalfCheetahVelEnv,
     HalfCheetahVelTask,
 )
-from metarl.vector import make_vector_env
+from metarl.sampling.vector import make_vector_env
 
 VEL, DIR = "metarl/HalfCheetahVel-v0", "metarl/HalfCheetahDir-v0"
 IDS = [VEL, DIR]

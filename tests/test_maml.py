@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from metarl.collector import Collector, EpisodeBatch
-from metarl.config import MAMLConfig
-from metarl.maml import MAML, InnerData
-from metarl.policies import GaussianMLPPolicy, MLPRegressor, expand_params
+from metarl.sampling.collector import Collector, EpisodeBatch
+from metarl.algos.maml import MAML, InnerData, MAMLConfig
+from metarl.common.policies import GaussianMLPPolicy, MLPRegressor, expand_params
 
 
 def _double(batch: EpisodeBatch) -> EpisodeBatch:
@@ -167,7 +166,7 @@ def _train_sinusoid(inner_steps: int, iterations: int, seed: int = 0):
 
 
 def test_sinusoid_maml_beats_pretraining_after_one_step():
-    from metarl.config import EvalConfig
+    from metarl.evaluation.config import EvalConfig
 
     maml = _train_sinusoid(inner_steps=1, iterations=1500)
     # inner_steps = 0 is plain multi-task pretraining on the same tasks with the same budget
@@ -184,8 +183,8 @@ def test_sinusoid_maml_beats_pretraining_after_one_step():
 
 
 def test_navigation_maml_learns_to_adapt_in_a_few_iterations():
-    from metarl.config import EvalConfig, load_config
-    from metarl.train import build_experiment
+    from metarl.evaluation.config import EvalConfig
+    from metarl.experiment import build_experiment, load_config
 
     cfg = load_config("experiments/navigation2d_maml.yaml",
                       ["maml.meta_batch_size=10", "maml.episodes_per_task=10", "policy.hidden_sizes=[64,64]"])
@@ -210,7 +209,7 @@ def test_navigation_maml_learns_to_adapt_in_a_few_iterations():
 def test_halfcheetah_configs_run_end_to_end(tmp_path, config):
     import csv
 
-    from metarl.config import load_config
+    from metarl.experiment import load_config
     from metarl.train import train
 
     cfg = load_config(f"experiments/{config}.yaml", [
@@ -226,8 +225,8 @@ def test_halfcheetah_configs_run_end_to_end(tmp_path, config):
 def test_supervised_env_steps_count_support_and_query_samples_like_pretraining():
     """Both methods draw K support + Q query samples per task and iteration (pretraining as one
     batch of K + Q, metarl.train): the budget both log must be that, or an env-steps axis lies."""
-    from metarl.config import load_config
-    from metarl.train import build_experiment
+    from metarl.experiment import load_config
+    from metarl.experiment import build_experiment
 
     steps = {}
     for algo in ("maml", "pretrain"):

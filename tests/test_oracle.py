@@ -10,8 +10,9 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import metarl  # noqa: F401  (registers the metarl/ ids)
-from metarl.oracle import BatchedTaskInObservation, TaskInObservation, make_oracle_env, make_oracle_vector_env
-from metarl.vector import BatchedTaskEnv, horizon, make_vector_env
+from metarl.sampling.oracle_env import BatchedTaskInObservation, TaskInObservation, make_oracle_env, make_oracle_vector_env
+from metarl.common.tasks import BatchedTaskEnv
+from metarl.sampling.vector import horizon, make_vector_env
 
 IDS = ["metarl/Sinusoid-v0", "metarl/Navigation2D-v0", "metarl/Bandit-v0", "metarl/TabularMDP-v0"]
 # see tests/test_envs_simple.py: advisory warnings about deliberate space choices

@@ -10,12 +10,13 @@ import pytest
 import torch
 
 import metarl  # noqa: F401  (registers the environments)
-from metarl import oracle_train
+from metarl.algos.oracle import oracle as oracle_train
 from metarl.cli import main
-from metarl.collector import Collector
-from metarl.config import EnvConfig, EvalConfig, ExperimentConfig, load_config
-from metarl.oracle_train import OracleError, OracleTrainer
-from metarl.train import build_experiment
+from metarl.sampling.collector import Collector
+from metarl.evaluation.config import EvalConfig
+from metarl.experiment import ExperimentConfig, build_experiment, load_config
+from metarl.sampling.config import EnvConfig
+from metarl.algos.oracle.oracle import OracleError, OracleTrainer
 
 NAV = "metarl/Navigation2D-v0"
 

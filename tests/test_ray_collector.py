@@ -21,10 +21,10 @@ import pytest
 import torch
 from gymnasium.utils import seeding
 
-from metarl.collector import Collector, EpisodeBatch
-from metarl.distributions import Categorical, DiagGaussian, draw_noise
+from metarl.sampling.collector import Collector, EpisodeBatch
+from metarl.common.distributions import Categorical, DiagGaussian, draw_noise
 from metarl.envs.navigation import NavigationTask
-from metarl.policies import RecurrentPolicy, make_policy, stack_params
+from metarl.common.policies import RecurrentPolicy, make_policy, stack_params
 
 FIELDS = ("obs", "actions", "rewards", "valid", "dones", "log_probs", "timesteps", "task_index", "targets",
           "policy_inputs")
@@ -133,7 +133,7 @@ def test_collect_columns_checks_noise_and_states():
 
 
 def test_missing_ray_names_the_extra(monkeypatch):
-    from metarl.ray_collector import RayCollector
+    from metarl.sampling.ray_collector import RayCollector
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(ValueError, match=r"needs the optional package ray, which is not installed: pip install 'metarl\[ray\]'"):
@@ -152,7 +152,7 @@ def ray():
 
 
 def _ray_collector(env_id, seed, horizon=None, num_workers=2):
-    from metarl.ray_collector import RayCollector
+    from metarl.sampling.ray_collector import RayCollector
 
     return RayCollector(env_id, seed=seed, horizon=horizon, num_workers=num_workers)
 
@@ -217,7 +217,7 @@ def test_ray_actors_clip_actions_as_the_local_collector(ray):
     actors too (they step through the same Collector.env_action), so their rewards are equal; sampled
     actions are clipped as the local collector clips them."""
     from metarl.envs.half_cheetah import HalfCheetahVelTask
-    from metarl.policies import GaussianMLPPolicy
+    from metarl.common.policies import GaussianMLPPolicy
 
     env_id, tasks = "metarl/HalfCheetahVel-v0", [HalfCheetahVelTask(0.5), HalfCheetahVelTask(1.5)]
     remote = _ray_collector(env_id, seed=3, horizon=10)
@@ -298,9 +298,8 @@ def test_rng_state_moves_between_backends(ray):
 
 
 def test_maml_iteration_on_ray_equals_local(ray):
-    from metarl.config import load_config
-    from metarl.ray_collector import RayCollector
-    from metarl.train import build_experiment
+    from metarl.experiment import build_experiment, load_config
+    from metarl.sampling.ray_collector import RayCollector
 
     overrides = ["env.horizon=20", "maml.meta_batch_size=4", "maml.episodes_per_task=4", "policy.hidden_sizes=[16]",
                  "collector.num_workers=2"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from metarl.checkpoint import list_checkpoints, load_latest_checkpoint
+from metarl.common.checkpoint import list_checkpoints, load_latest_checkpoint
 
 SINUSOID = [
     "experiments/sinusoid_maml.yaml",
@@ -118,9 +118,9 @@ def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path):
 
 
 def test_nan_stops_the_run_and_never_reaches_a_checkpoint(tmp_path, monkeypatch):
-    from metarl.config import load_config
-    from metarl.maml import MAML
-    from metarl.train import RunError, train
+    from metarl.algos.maml import MAML
+    from metarl.experiment import RunError, load_config
+    from metarl.train import train
 
     original = MAML.train_iteration
     calls = {"n": 0}

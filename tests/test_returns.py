@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from metarl.returns import discounted_returns, gae, normalize, normalize_per_column_group
+from metarl.common.returns import discounted_returns, gae, normalize, normalize_per_column_group
 
 F64 = torch.float64
 

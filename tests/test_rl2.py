@@ -13,14 +13,16 @@ import numpy as np
 import pytest
 import torch
 
-from metarl.bandit_baselines import evaluate_bandit_baselines, play
-from metarl.collector import Collector
-from metarl.config import EvalConfig, RL2Config, load_config
+from metarl.evaluation.bandit_baselines import evaluate_bandit_baselines, play
+from metarl.sampling.collector import Collector
+from metarl.algos.rl2 import RL2, RL2Config
+from metarl.evaluation.config import EvalConfig
+from metarl.experiment import load_config
 from metarl.envs.bandit import BanditTask
 from metarl.envs.navigation import NavigationTask
-from metarl.policies import GaussianMLPPolicy, RecurrentPolicy
-from metarl.returns import gae
-from metarl.rl2 import RL2, masked_mean, ppo_loss, trial_gae
+from metarl.common.policies import GaussianMLPPolicy, RecurrentPolicy
+from metarl.common.returns import gae
+from metarl.algos.rl2.rl2 import masked_mean, ppo_loss, trial_gae
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 
@@ -221,7 +223,7 @@ def test_ppo_loss_hand_checked():
 
 
 def test_value_target_normalisation_preserves_values():
-    from metarl.rl2 import RecurrentValueFunction
+    from metarl.algos.rl2.rl2 import RecurrentValueFunction
 
     torch.manual_seed(0)
     vf = RecurrentValueFunction(4, 8)
@@ -365,7 +367,7 @@ def test_rl2_learns_bandits_beyond_random():
 
 @pytest.mark.parametrize("name", ["halfcheetah_vel_rl2.yaml", "halfcheetah_dir_rl2.yaml"])
 def test_cheetah_config_runs_one_iteration_end_to_end(tmp_path, name):
-    from metarl.evaluate import evaluate_run
+    from metarl.experiment import evaluate_run
     from metarl.train import train
 
     cfg = load_config(EXPERIMENTS / name, [

@@ -13,7 +13,7 @@ import gymnasium as gym
 import pytest
 import torch
 
-from metarl.checkpoint import (
+from metarl.common.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
     CheckpointVersionError,

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from metarl import trpo as trpo_mod
-from metarl.trpo import (
+from metarl.common import trpo as trpo_mod
+from metarl.common.trpo import (
     conjugate_gradient,
     fisher_vector_product_fn,
     flatten,

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import metarl  # noqa: F401  (registers metarl/...)
-from metarl.collector import Collector
+from metarl.sampling.collector import Collector
 from metarl.envs.navigation import BatchedNavigation2DEnv
-from metarl.policies import make_policy
-from metarl.vector import GymLoopVectorEnv, env_spec, horizon, make_task_env, make_vector_env
+from metarl.common.policies import make_policy
+from metarl.sampling.vector import GymLoopVectorEnv, env_spec, horizon, make_task_env, make_vector_env
 
 # ------------------------------------------------------------------ a third-party task distribution
 

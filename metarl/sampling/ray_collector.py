@@ -1,6 +1,6 @@
 """The collector on Ray actors (``collector.backend: ray``): one meta-batch spread over many machines.
 
-:class:`RayCollector` has the interface of :class:`metarl.collector.Collector` (it is one): the
+:class:`RayCollector` has the interface of :class:`metarl.sampling.collector.Collector` (it is one): the
 algorithm calls ``collect(policy, tasks, episodes_per_task, ...)`` and gets one :class:`EpisodeBatch`.
 Behind it, ``num_workers`` Ray actors each hold an in-process Collector (the native batched vector
 env where one exists, vector backend ``auto``). Every collection:
@@ -49,8 +49,8 @@ import numpy as np
 import torch
 from gymnasium.utils import seeding
 
-from metarl.collector import Collector, EpisodeBatch
-from metarl.policies import Params
+from metarl.sampling.collector import Collector, EpisodeBatch
+from metarl.common.policies import Params
 
 
 def _import_ray():
@@ -69,7 +69,7 @@ class _CollectorWorker:
                  vector_backend: str, rescale_actions: bool):
         import gymnasium as gym
 
-        import metarl  # noqa: F401  (registers the metarl/ task distributions in this process)
+        import metarl.envs  # noqa: F401  (registers the metarl/ task distributions in this process)
 
         # A third-party env registered in the driver (--import MODULE) is unknown here: register the
         # driver's spec, whose entry point the worker resolves as the driver did.
@@ -148,7 +148,7 @@ class RayCollector(Collector):
         self._exit_next: dict[int, int] = {}
         self._ray = ray
         self._started_ray = _connect(ray, address)
-        from metarl.vector import env_spec
+        from metarl.sampling.vector import env_spec
 
         self._env_spec = env_spec(env_id)
         self._actor_threads = int(num_threads or 1)

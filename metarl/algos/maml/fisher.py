@@ -1,22 +1,29 @@
 """Exact Fisher-vector products for MAML's outer TRPO step, in Gauss-Newton form.
 
-Used by :class:`metarl.maml.MAML` for plain MLP Gaussian / categorical policies (``maml.py`` keeps the
-generic double-backward path for everything else); ``tests/test_fvp.py`` checks every product against
-that path.
+Used by :class:`metarl.algos.maml.maml.MAML` for plain MLP Gaussian / categorical policies
+(``maml.py`` keeps the generic double-backward path for everything else); ``tests/test_fvp.py``
+checks every product against that path.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
-from metarl.policies import Params
-from metarl.trpo import flatten, unflatten_like
+from metarl.common.policies import Params
+from metarl.common.trpo import flatten, unflatten_like
+from metarl.sampling.collector import EpisodeBatch
 
-if TYPE_CHECKING:
-    from metarl.maml import MAML, InnerData
+
+@dataclass
+class InnerData:
+    """One inner step's episodes with their (fixed) advantages (MAML's inner and query data)."""
+
+    batch: EpisodeBatch
+    advantages: torch.Tensor | None  # [T, B]; None for supervised tasks
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -55,7 +62,7 @@ class _MLPSpec:
 
 def mlp_spec(policy) -> _MLPSpec | None:
     """The spec of ``policy``, or None when it is not an MLP policy of the supported form."""
-    from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
+    from metarl.common.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 
     # type(), not isinstance: a subclass may override forward or distribution.
     if type(policy) is GaussianMLPPolicy:
@@ -388,7 +395,7 @@ class OuterLinearization:
 
     def __init__(
         self,
-        algo: "MAML",
+        algo,
         spec: _MLPSpec,
         inner: Sequence[InnerData],
         query: InnerData,
@@ -396,7 +403,7 @@ class OuterLinearization:
         products: int = 10,
         cross: bool | None = None,
     ):
-        """``products``: how many Fisher-vector products will follow; with ``cross`` None it decides
+        """``algo``: the MAML instance being updated. ``products``: how many Fisher-vector products will follow; with ``cross`` None it decides
         whether :meth:`_MLP.precompute_cross` pays off (True/False force it on/off)."""
         self.algo, self.spec, self.inner, self.query, self.num_tasks = algo, spec, list(inner), query, num_tasks
         self.first_order = algo.cfg.first_order

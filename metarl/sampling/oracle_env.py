@@ -7,7 +7,7 @@ This module appends ``task_to_array(task)`` to every observation:
 * :class:`TaskInObservation` wraps one Gymnasium task environment. With
   ``resample_tasks_on_reset=True`` it draws a fresh task from the distribution at every reset, so an
   ordinary RL library (e.g. stable-baselines3 PPO) can train one policy across the distribution.
-* :class:`BatchedTaskInObservation` wraps any :class:`metarl.vector.BatchedTaskEnv`, concatenating a
+* :class:`BatchedTaskInObservation` wraps any :class:`metarl.common.tasks.BatchedTaskEnv`, concatenating a
   [B, task_dim] array precomputed in ``set_tasks`` (no per-step Python work per sub-env).
 * :func:`make_oracle_env` / :func:`make_oracle_vector_env` build either from a registered id.
 
@@ -24,8 +24,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.utils import seeding
 
-from metarl.tasks import check_task_distribution
-from metarl.vector import BatchedTaskEnv, env_spec, make_vector_env
+from metarl.common.tasks import BatchedTaskEnv, check_task_distribution
+from metarl.sampling.vector import env_spec, make_vector_env
 
 #: Mixed into the task generator's seed so that, for the same reset seed, the task stream is not the
 #: very stream the environment itself draws from (``np_random(seed)`` and ``default_rng(seed)`` coincide).
@@ -180,7 +180,7 @@ class BatchedTaskInObservation(BatchedTaskEnv):
 
     Seeding, tasks and RNG state are the wrapped env's own (this wrapper holds no randomness).
     ``task_to_array`` / ``task_space`` default to the wrapped env's attributes, or those of the first
-    single env of a :class:`metarl.vector.GymLoopVectorEnv`.
+    single env of a :class:`metarl.sampling.vector.GymLoopVectorEnv`.
     """
 
     def __init__(
@@ -286,5 +286,5 @@ class BatchedTaskInObservation(BatchedTaskEnv):
 def make_oracle_vector_env(
     env_id: str, num_envs: int, backend: str = "auto", **env_kwargs: Any
 ) -> BatchedTaskInObservation:
-    """:func:`metarl.vector.make_vector_env` wrapped in :class:`BatchedTaskInObservation`."""
+    """:func:`metarl.sampling.vector.make_vector_env` wrapped in :class:`BatchedTaskInObservation`."""
     return BatchedTaskInObservation(make_vector_env(env_id, num_envs, backend=backend, **env_kwargs))

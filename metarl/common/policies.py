@@ -12,7 +12,9 @@ Columns of a batch are laid out task-major: column b belongs to task b // (B // 
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from dataclasses import dataclass
+from typing import Literal, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -20,7 +22,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from metarl.distributions import Categorical, Deterministic, DiagGaussian
+from metarl.common.config import ConfigRangeError, check_range
+from metarl.common.distributions import Categorical, Deterministic, DiagGaussian
 
 Params = dict[str, torch.Tensor]
 
@@ -221,3 +224,25 @@ class RecurrentPolicy(Policy):
 
     def distribution(self, out):
         return Categorical(out) if self.discrete else DiagGaussian(*out)
+
+
+@dataclass
+class PolicyConfig:
+    """The policy (or regressor) network."""
+
+    hidden_sizes: tuple[int, ...] = (100, 100)
+    """Widths of the hidden layers of the MLP, input side first."""
+    activation: Literal["relu", "tanh"] = "relu"
+    """Nonlinearity between hidden layers."""
+    init_log_std: float = 0.0
+    """Initial log standard deviation of Gaussian policies."""
+    recurrent_hidden_size: int = 128
+    """GRU hidden-state size of the RL² policy."""
+
+    def validate(self) -> None:
+        for width in self.hidden_sizes:
+            if width < 1:
+                raise ConfigRangeError("hidden_sizes", self.hidden_sizes, "a list of ints >= 1")
+        if not math.isfinite(self.init_log_std):
+            raise ConfigRangeError("init_log_std", self.init_log_std, "finite")
+        check_range(self, "recurrent_hidden_size", ge=1)

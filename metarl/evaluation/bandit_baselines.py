@@ -14,7 +14,7 @@ reports for ``experiments/bandit_rl2.yaml``. Policies:
 
 Ties are broken uniformly at random. Usage::
 
-    python -m metarl.bandit_baselines --tasks 1000            # same tasks as `metarl evaluate --tasks 1000`
+    python -m metarl.evaluation.bandit_baselines --tasks 1000            # same tasks as `metarl evaluate --tasks 1000`
 """
 
 from __future__ import annotations
@@ -93,9 +93,9 @@ def evaluate_bandit_baselines(
 
 def main(argv: Sequence[str] | None = None) -> None:
     from metarl.envs.bandit import BanditEnv
-    from metarl.evaluate import summarize
+    from metarl.evaluation.curves import summarize
 
-    p = argparse.ArgumentParser(prog="python -m metarl.bandit_baselines", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m metarl.evaluation.bandit_baselines", description=__doc__.split("\n")[0])
     p.add_argument("--tasks", type=int, default=1000, help="held-out tasks (default 1000)")
     p.add_argument("--arms", type=int, default=10, help="arms per bandit (default 10)")
     p.add_argument("--pulls", type=int, default=10, help="pulls per trial (default 10)")

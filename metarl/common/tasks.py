@@ -13,16 +13,18 @@ A task is T = {loss L, initial-state distribution q(x1), transitions q(x_{t+1} |
 
 Any third-party environment with the three methods works everywhere ours do; :class:`TaskEnv` is
 an optional convenience base class. Environments may also offer a natively batched implementation
-(``batched_env_class``, a :class:`metarl.vector.BatchedTaskEnv`) that the collector uses instead of
-stepping single environments in a loop.
+(``batched_env_class``, a :class:`BatchedTaskEnv`) that the collector uses instead of stepping
+single environments in a loop (metarl/sampling/vector.py).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, Callable, ClassVar, Sequence
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.utils import seeding
 
 REQUIRED_METHODS = ("sample_tasks", "set_task", "get_task")
 
@@ -38,7 +40,7 @@ class TaskEnv(gym.Env):
     task_type: ClassVar[type]
     #: For supervised (H = 1) tasks: ``loss(prediction, target) -> per-sample loss`` (torch, differentiable).
     supervised_loss: ClassVar[Callable | None] = None
-    #: A :class:`metarl.vector.BatchedTaskEnv` subclass stepping many copies without Python per env.
+    #: A :class:`BatchedTaskEnv` subclass stepping many copies without Python per env.
     batched_env_class: ClassVar[type | None] = None
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list:
@@ -120,3 +122,60 @@ def discrete_actions(actions, num_envs: int, n: int, active: np.ndarray, where: 
     if np.any(bad):
         raise ValueError(f"{where}: actions must be integers in [0, {n}), got {a_active[bad]!r}")
     return np.where(active, a, 0).astype(np.int64)
+
+
+class BatchedTaskEnv(ABC):
+    """``num_envs`` copies of one task distribution, each holding its own task.
+
+    Subclasses set ``single_observation_space`` and ``single_action_space`` and implement
+    :meth:`set_tasks`, :meth:`reset` and :meth:`step`; they draw sub-environment i's randomness from
+    ``self.rngs[i]`` in the same order the single environment draws from ``self.np_random``.
+    """
+
+    single_observation_space: gym.Space
+    single_action_space: gym.Space
+    #: for supervised (H = 1) distributions, the differentiable torch loss (copied from the env class)
+    supervised_loss = None
+
+    def __init__(self, num_envs: int):
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        self.num_envs = int(num_envs)
+        self.rngs: list[np.random.Generator] = [seeding.np_random(None)[0] for _ in range(self.num_envs)]
+        self.tasks: list = [None] * self.num_envs
+
+    def seed(self, seeds: Sequence[int]) -> None:
+        """Reseed each sub-environment as ``reset(seed=seeds[i])`` would seed a single env."""
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"seed() needs {self.num_envs} seeds, got {len(seeds)}")
+        self.rngs = [seeding.np_random(int(s))[0] for s in seeds]
+
+    def set_tasks(self, tasks: Sequence) -> None:
+        if len(tasks) != self.num_envs:
+            raise ValueError(f"set_tasks() needs one task per sub-environment ({self.num_envs}), got {len(tasks)}")
+        self.tasks = list(tasks)
+        self._tasks_changed()
+
+    def get_tasks(self) -> list:
+        return list(self.tasks)
+
+    def _tasks_changed(self) -> None:
+        """Hook: rebuild per-task arrays after :meth:`set_tasks`."""
+
+    @abstractmethod
+    def reset(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Reset every sub-environment; return observations [B, ...] and an info dict of arrays."""
+
+    @abstractmethod
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """Step every sub-environment: obs [B, ...], reward [B], terminated [B], truncated [B], info."""
+
+    def get_rng_state(self) -> list[dict]:
+        return [r.bit_generator.state for r in self.rngs]
+
+    def set_rng_state(self, states: list[dict]) -> None:
+        for r, s in zip(self.rngs, states, strict=True):
+            r.bit_generator.state = s
+
+    def close(self) -> None:
+        pass

@@ -1,7 +1,7 @@
 """RL² (Duan et al. 2016): a recurrent policy whose hidden state is the fast learner.
 
 A *trial* is ``episodes_per_trial`` consecutive episodes of one task in one collector column. The
-:class:`~metarl.policies.RecurrentPolicy` sees (observation, previous action, previous reward, done
+:class:`~metarl.common.policies.RecurrentPolicy` sees (observation, previous action, previous reward, done
 flag) and keeps its GRU state across the episodes of the trial; the state starts from zero for every
 trial. The slow learner is PPO (default) or TRPO on whole trials:
 
@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from metarl.collector import Collector, EpisodeBatch
-from metarl.returns import normalize
+from metarl.sampling.collector import Collector, EpisodeBatch
+from metarl.common.returns import normalize
 
 __all__ = ["RL2", "RecurrentValueFunction", "trial_gae", "masked_mean", "ppo_loss"]
 
@@ -116,7 +116,7 @@ def trial_gae(rewards: Tensor, values: Tensor, valid: Tensor, gamma: float, lam:
     The recursion ``A_t = delta_t + gamma * lam * A_t'`` links every valid step to the next *valid*
     step t' of the same column, whatever episode it belongs to; padded rows are skipped (they neither
     end the trial nor count as a step) and get 0. Nothing is bootstrapped after the last valid step.
-    Without padding this equals :func:`metarl.returns.gae` with ``dones`` True only on the last row.
+    Without padding this equals :func:`metarl.common.returns.gae` with ``dones`` True only on the last row.
     """
     if not 0.0 <= gamma <= 1.0:
         raise ValueError(f"gamma must be in [0, 1], got {gamma}")
@@ -175,7 +175,7 @@ def ppo_loss(
 
 
 class RL2:
-    """RL² training and evaluation on one task distribution (``cfg`` is a :class:`metarl.config.RL2Config`)."""
+    """RL² training and evaluation on one task distribution (``cfg`` is a :class:`metarl.algos.rl2.RL2Config`)."""
 
     metric = "return"
     curve_x_label = "episode in trial"
@@ -280,7 +280,7 @@ class RL2:
         return {k: v / n for k, v in sums.items()}
 
     def _trpo(self, b: EpisodeBatch, adv: Tensor, returns: Tensor, rng: np.random.Generator) -> dict[str, float]:
-        from metarl.trpo import trpo_step
+        from metarl.common.trpo import trpo_step
 
         cfg = self.cfg
         inputs, valid = b.policy_inputs, b.valid

@@ -2,7 +2,7 @@
 
 The oracle is the upper reference of an adaptation plot: it is told the task (goal position, target
 velocity, direction) and therefore needs no adaptation. It is trained with stable-baselines3 PPO
-(``MlpPolicy``) on :func:`metarl.oracle.make_oracle_env` environments that draw a fresh task at
+(``MlpPolicy``) on :func:`metarl.sampling.oracle_env.make_oracle_env` environments that draw a fresh task at
 every reset, so one policy is trained across the whole task distribution.
 
 Settings. The network is ``policy.hidden_sizes`` / ``policy.activation`` / ``policy.init_log_std``
@@ -25,12 +25,12 @@ calls. To make an iteration a function of the saved state only:
   around model construction) and puts the caller's global states back, so training neither uses
   nor disturbs anyone else's global random state; these private states are checkpointed.
 
-Actions. The PPO environments are wrapped with the run collector's :meth:`~metarl.collector.Collector.env_action`,
+Actions. The PPO environments are wrapped with the run collector's :meth:`~metarl.sampling.collector.Collector.env_action`,
 the one function that maps and clips every method's actions, so the oracle's env sees exactly what
 the meta-learners' envs see (SB3 also clips to the wrapper's bounds first, which changes nothing).
 
 Evaluation. The oracle's adaptation "curve" is its performance on each test task, repeated at every
-step: it is measured with metarl's own :class:`~metarl.collector.Collector` on the
+step: it is measured with metarl's own :class:`~metarl.sampling.collector.Collector` on the
 task-in-observation environment (``oracle=True``, same seed and settings as the evaluation
 collector it is given), scored like every other method: with sampled actions, or with the mean
 action for every method when ``eval.deterministic`` is true.
@@ -48,8 +48,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from metarl.collector import Collector
-from metarl.distributions import Categorical, DiagGaussian
+from metarl.sampling.collector import Collector
+from metarl.common.distributions import Categorical, DiagGaussian
 
 #: Parallel training environments (SB3 DummyVecEnv).
 NUM_ENVS = 8
@@ -106,7 +106,7 @@ class SB3PolicyModule(nn.Module):
 
 
 class OracleTrainer:
-    """SB3 PPO on the task-in-observation environments; implements metarl.algorithm.Algorithm.
+    """SB3 PPO on the task-in-observation environments; implements metarl.algos.base.Algorithm.
 
     ``collector`` is the run's (non-oracle) collector; it only tells whether the task distribution
     is supervised. ``num_envs`` / ``episodes_per_env`` default to the module constants (tests use
@@ -122,8 +122,8 @@ class OracleTrainer:
         from stable_baselines3.common.monitor import Monitor
         from stable_baselines3.common.vec_env import DummyVecEnv
 
-        from metarl.oracle import make_oracle_env
-        from metarl.train import seed_streams
+        from metarl.sampling.oracle_env import make_oracle_env
+        from metarl.common.seeding import seed_streams
 
         if collector.supervised:
             raise OracleError(

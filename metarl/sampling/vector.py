@@ -1,6 +1,7 @@
 """Vector environments holding one task per sub-environment.
 
-The collector talks to one interface, :class:`BatchedTaskEnv`: numpy arrays in, numpy arrays out,
+The collector talks to one interface, :class:`~metarl.common.tasks.BatchedTaskEnv` (defined with the
+task API, since envs/ implements it): numpy arrays in, numpy arrays out,
 no autoreset (the collector resets explicitly, so nothing leaks across episodes), and no time limit
 (the collector owns the horizon H). Fast task distributions implement it natively (numpy arrays, or
 many MuJoCo ``MjData`` stepped by threads); every other registered environment is wrapped by
@@ -21,7 +22,6 @@ running sub-environments needs the loop below, which is what SyncVectorEnv does 
 from __future__ import annotations
 
 import dataclasses
-from abc import ABC, abstractmethod
 from typing import Any, Sequence
 
 import gymnasium as gym
@@ -29,64 +29,7 @@ import numpy as np
 from gymnasium.envs.registration import load_env_creator
 from gymnasium.utils import seeding
 
-from metarl.tasks import check_task_distribution
-
-
-class BatchedTaskEnv(ABC):
-    """``num_envs`` copies of one task distribution, each holding its own task.
-
-    Subclasses set ``single_observation_space`` and ``single_action_space`` and implement
-    :meth:`set_tasks`, :meth:`reset` and :meth:`step`; they draw sub-environment i's randomness from
-    ``self.rngs[i]`` in the same order the single environment draws from ``self.np_random``.
-    """
-
-    single_observation_space: gym.Space
-    single_action_space: gym.Space
-    #: for supervised (H = 1) distributions, the differentiable torch loss (copied from the env class)
-    supervised_loss = None
-
-    def __init__(self, num_envs: int):
-        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
-        self.num_envs = int(num_envs)
-        self.rngs: list[np.random.Generator] = [seeding.np_random(None)[0] for _ in range(self.num_envs)]
-        self.tasks: list = [None] * self.num_envs
-
-    def seed(self, seeds: Sequence[int]) -> None:
-        """Reseed each sub-environment as ``reset(seed=seeds[i])`` would seed a single env."""
-        if len(seeds) != self.num_envs:
-            raise ValueError(f"seed() needs {self.num_envs} seeds, got {len(seeds)}")
-        self.rngs = [seeding.np_random(int(s))[0] for s in seeds]
-
-    def set_tasks(self, tasks: Sequence) -> None:
-        if len(tasks) != self.num_envs:
-            raise ValueError(f"set_tasks() needs one task per sub-environment ({self.num_envs}), got {len(tasks)}")
-        self.tasks = list(tasks)
-        self._tasks_changed()
-
-    def get_tasks(self) -> list:
-        return list(self.tasks)
-
-    def _tasks_changed(self) -> None:
-        """Hook: rebuild per-task arrays after :meth:`set_tasks`."""
-
-    @abstractmethod
-    def reset(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Reset every sub-environment; return observations [B, ...] and an info dict of arrays."""
-
-    @abstractmethod
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
-        """Step every sub-environment: obs [B, ...], reward [B], terminated [B], truncated [B], info."""
-
-    def get_rng_state(self) -> list[dict]:
-        return [r.bit_generator.state for r in self.rngs]
-
-    def set_rng_state(self, states: list[dict]) -> None:
-        for r, s in zip(self.rngs, states, strict=True):
-            r.bit_generator.state = s
-
-    def close(self) -> None:
-        pass
+from metarl.common.tasks import BatchedTaskEnv, check_task_distribution
 
 
 class GymLoopVectorEnv(BatchedTaskEnv):

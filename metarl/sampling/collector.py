@@ -25,9 +25,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from metarl.distributions import draw_noise
-from metarl.policies import Params, policy_forward
-from metarl.vector import BatchedTaskEnv, env_class, horizon as registered_horizon, make_task_env, make_vector_env
+from metarl.common.distributions import draw_noise
+from metarl.common.policies import Params, policy_forward
+from metarl.common.tasks import BatchedTaskEnv
+from metarl.sampling.vector import env_class, horizon as registered_horizon, make_task_env, make_vector_env
 
 
 def _takes_num_threads(env_id: str, backend: str) -> bool:
@@ -131,7 +132,7 @@ class Collector:
     seeded with it. Vector envs are built on first use for each number of columns and kept.
 
     Both kinds of randomness are partition-independent, so that a collection split by columns across
-    processes (``metarl.ray_collector``) gives the same batch: column b's env stream depends only on
+    processes (``metarl.sampling.ray_collector``) gives the same batch: column b's env stream depends only on
     (seed, B, b) (:meth:`column_seeds`), and the action noise of the whole collection is drawn up front
     in one call (:meth:`action_noise`), of which every column uses only its own slice.
 
@@ -144,7 +145,7 @@ class Collector:
     onto the action space's bounds (after clipping to [-1, 1]) before stepping. No effect on unbounded
     or [-1, 1] Boxes (clipped to their bounds all the same), discrete or supervised tasks (:func:`action_rescaling`).
     backend: the vector env implementation (``auto``, ``native``, ``gym``); ``ray`` is honoured by
-    :class:`metarl.ray_collector.RayCollector`, and a plain Collector given it (e.g. the in-process
+    :class:`metarl.sampling.ray_collector.RayCollector`, and a plain Collector given it (e.g. the in-process
     evaluation collector of a run configured for Ray) uses ``auto``, which gives the same batches.
     """
 
@@ -176,7 +177,7 @@ class Collector:
         #: one single environment, used for what is not per-step work (sample_tasks, task_to_array)
         self.task_env = make_task_env(env_id, **self.env_kwargs)
         if oracle:
-            from metarl.oracle import TaskInObservation
+            from metarl.sampling.oracle_env import TaskInObservation
 
             self.task_env = TaskInObservation(self.task_env)
         self.observation_space = self.task_env.observation_space
@@ -208,7 +209,7 @@ class Collector:
             if self.num_threads is not None and _takes_num_threads(self.env_id, self._vector_backend):
                 kwargs["num_threads"] = self.num_threads
             if self.oracle:
-                from metarl.oracle import make_oracle_vector_env
+                from metarl.sampling.oracle_env import make_oracle_vector_env
 
                 venv = make_oracle_vector_env(self.env_id, num_envs, backend=self._vector_backend, **kwargs)
             else:
@@ -229,7 +230,7 @@ class Collector:
 
     def _noise_spec(self) -> tuple[str | None, tuple[int, ...]]:
         """(kind, per-column shape) of the action noise, from the action space, as the policies of
-        :mod:`metarl.policies` sample: a Gaussian over a Box, Gumbel-max over a Discrete, none for H = 1."""
+        :mod:`metarl.common.policies` sample: a Gaussian over a Box, Gumbel-max over a Discrete, none for H = 1."""
         if self.supervised:
             return None, ()
         if isinstance(self.action_space, gym.spaces.Discrete):

@@ -1,6 +1,6 @@
 """What every training algorithm provides, so ``train`` and ``evaluate`` treat them alike.
 
-An algorithm owns its policy and optimizer state and asks a :class:`~metarl.collector.Collector`
+An algorithm owns its policy and optimizer state and asks a :class:`~metarl.sampling.collector.Collector`
 for data; it never steps environments itself.
 """
 
@@ -10,7 +10,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from metarl.collector import Collector
+from metarl.sampling.collector import Collector
 
 
 class Algorithm(Protocol):

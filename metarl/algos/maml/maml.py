@@ -9,7 +9,7 @@ The graph through the inner steps is kept (second order) unless ``first_order``.
 Outer update: TRPO on the post-update policies for RL (surrogate and KL computed through the
 adaptation, conjugate gradient on Fisher-vector products, line search under the KL bound), Adam for
 supervised tasks (and optionally for RL). For Gaussian and categorical MLP policies the gradient and
-the Fisher-vector products come from :class:`metarl.maml_fisher.OuterLinearization`: the exact KL Hessian at θ_old in
+the Fisher-vector products come from :class:`metarl.algos.maml.fisher.OuterLinearization`: the exact KL Hessian at θ_old in
 Gauss-Newton form, with the MLP's derivatives through the adaptation written out by hand and
 linearised once per update; any other policy uses autograd (double backward of the KL through the
 adaptation). The two give the same step up to rounding (tests/test_fvp.py).
@@ -22,42 +22,34 @@ the adaptation from the current θ on those fixed inner batches, as in the MAML 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from metarl.baseline import LinearFeatureBaseline
-from metarl.collector import Collector, EpisodeBatch
-from metarl.policies import Params, Policy, expand_params, policy_forward
-from metarl.returns import discounted_returns, gae, normalize_per_column_group
-from metarl.maml_fisher import OuterLinearization, mlp_spec
-from metarl.trpo import trpo_step
+from metarl.common.baseline import LinearFeatureBaseline
+from metarl.sampling.collector import Collector, EpisodeBatch
+from metarl.common.policies import Params, Policy, expand_params, policy_forward
+from metarl.common.returns import discounted_returns, gae, normalize_per_column_group
+from metarl.algos.maml.fisher import InnerData, OuterLinearization, mlp_spec
+from metarl.common.trpo import trpo_step
 
 
 #: query points per task when evaluating supervised tasks (more points, less noise in the curve)
 EVAL_QUERY_POINTS = 100
 
 
-@dataclass
-class InnerData:
-    """One inner step's episodes with their (fixed) advantages."""
-
-    batch: EpisodeBatch
-    advantages: torch.Tensor | None  # [T, B]; None for supervised tasks
-
-
 class MAML:
     """Model-agnostic meta-learning for one task distribution.
 
-    ``cfg`` is a :class:`metarl.config.MAMLConfig`. With ``inner_steps = 0`` it is plain multi-task
+    ``cfg`` is a :class:`metarl.algos.maml.MAMLConfig`. With ``inner_steps = 0`` it is plain multi-task
     pretraining (``algo: pretrain``): the outer update then optimises θ itself on the task mixture.
     """
 
     curve_x_label = "gradient steps on the new task"
     #: How the outer TRPO step gets its Fisher-vector products: "gauss_newton" (exact Gauss-Newton
-    #: form with hand-derived MLP derivatives, see metarl.maml_fisher.OuterLinearization; used when the policy is a
+    #: form with hand-derived MLP derivatives, see metarl.algos.maml.fisher.OuterLinearization; used when the policy is a
     #: plain Gaussian or categorical MLP) or "autograd" (double backward of the KL through the
     #: adaptation, any policy). Both give the same step up to floating-point rounding.
     fisher = "gauss_newton"

@@ -26,8 +26,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from metarl.collector import Collector
-from metarl.plots import plot_curves
+from metarl.sampling.collector import Collector
+from metarl.evaluation.plots import plot_curves
 
 CSV_COLUMNS = ["method", "step", "mean", "std", "ci95_low", "ci95_high", "n_tasks"]
 
@@ -108,7 +108,7 @@ def gap_from_csvs(method_csv, low_csv, high_csv, method: str = "maml", low: str 
     compared over the steps all of them hold; a one-step ``high`` curve applies to every step.
     Returns the means and both fractions (``low`` fine-tuned the same k steps, and ``low`` not
     fine-tuned)."""
-    from metarl.plots import adaptation_means, check_same_actions
+    from metarl.evaluation.plots import adaptation_means, check_same_actions
 
     check_same_actions([method_csv, low_csv, high_csv])
     m = adaptation_means(method_csv, method)
@@ -158,35 +158,7 @@ def write_results(out_dir: Path, curves: dict[str, np.ndarray], metric: str, tit
     return summary
 
 
-def _load_run(run_dir: Path, checkpoint: int | None, overrides: Sequence[str] = ()):
-    """(config, experiment with the checkpoint's state loaded, iteration) of a run directory."""
-    from metarl.checkpoint import CheckpointError, list_checkpoints, load_latest_checkpoint
-    from metarl.config import parse_override, set_by_path, validate_config
-    from metarl.train import RunError, build_experiment, load_run_config
-
-    cfg = load_run_config(run_dir)
-    for item in overrides:
-        cfg = set_by_path(cfg, *parse_override(item))
-    validate_config(cfg)
-    exp = build_experiment(cfg)
-    try:
-        state = load_latest_checkpoint(run_dir, checkpoint)
-    except CheckpointError as err:
-        if checkpoint is not None or list_checkpoints(run_dir):
-            raise RunError(str(err)) from None  # checkpoints exist but none is usable: never pretend iteration 0
-        state = None  # no checkpoint yet (iteration 0): evaluating the initial meta-parameters is allowed
-    if state is not None:
-        exp.algo.load_state_dict(state["algo"])
-    return cfg, exp, 0 if state is None else state["iteration"]
-
-
-def _horizon(cfg) -> int:
-    from metarl.vector import horizon
-
-    return cfg.env.horizon if cfg.env.horizon is not None else horizon(cfg.env.id)
-
-
-def _eval_collector(cfg, ev) -> Collector:
+def eval_collector(cfg, ev) -> Collector:
     # Every method gets a fresh collector with the same seed: common random numbers across methods.
     return Collector(cfg.env.id, seed=ev.seed, backend=cfg.collector.backend, env_kwargs=cfg.env.kwargs,
                      horizon=cfg.env.horizon, rescale_actions=cfg.env.rescale_actions)
@@ -219,8 +191,8 @@ def regression_fits(algo, tasks: Sequence, collector: Collector, ev, steps: Sequ
     Meta-SGD run: its learned rates), and its predictions at the query inputs are recorded after
     each of ``steps`` inner steps.
     """
-    from metarl.maml import InnerData, test_time_inner_lrs
-    from metarl.policies import expand_params, policy_forward
+    from metarl.algos.maml import InnerData, test_time_inner_lrs
+    from metarl.common.policies import expand_params, policy_forward
 
     cfg = algo.cfg
     m = algo.evaluator(collector)
@@ -282,7 +254,7 @@ def meta_test_scalars(algo, cfg) -> dict[str, float]:
     changes the training run's random streams (resumed runs stay bit-identical).
     """
     ev = replace(cfg.eval, tasks=cfg.train.eval_tasks)
-    collector = _eval_collector(cfg, ev)
+    collector = eval_collector(cfg, ev)
     np_state = np.random.get_state()
     try:
         with torch.random.fork_rng(devices=[]):
@@ -293,81 +265,3 @@ def meta_test_scalars(algo, cfg) -> dict[str, float]:
         collector.close()
     metric = getattr(algo, "metric", "return")
     return {f"meta_test/{metric}_step{k}": float(np.mean(curve[k])) for k in range(curve.shape[0])}
-
-
-def evaluate_run(
-    run_dir: str | Path,
-    steps: int | None = None,
-    tasks: int | None = None,
-    seed: int | None = None,
-    checkpoint: int | None = None,
-    overrides: Sequence[str] = (),
-    compare: Sequence[str | Path] = (),
-    out_dir: str | Path | None = None,
-) -> dict:
-    """``metarl evaluate``: the run's curve, a random initialisation adapted the same way (for
-    gradient-based runs), and the curves of the ``compare`` runs, all on the same test tasks."""
-    from metarl.train import RunError, build_policy
-
-    run_dir = Path(run_dir)
-    cfg, exp, iteration = _load_run(run_dir, checkpoint, overrides)
-    # One episode count (H = 1: K support samples) for every method scored: the evaluated run's.
-    ev = replace(cfg.eval, steps=cfg.eval.steps if steps is None else steps,
-                 tasks=cfg.eval.tasks if tasks is None else tasks, seed=cfg.eval.seed if seed is None else seed,
-                 episodes_per_task=cfg.eval.episodes_per_task or cfg.maml.episodes_per_task)
-    if ev.steps < 0 or ev.tasks < 1:
-        raise RunError(f"evaluate needs --steps >= 0 and --tasks >= 1, got steps={ev.steps}, tasks={ev.tasks}")
-    test_tasks = _eval_collector(cfg, ev).sample_tasks(ev.tasks, np.random.default_rng(ev.seed))
-
-    curves: dict[str, np.ndarray] = {cfg.algo: exp.algo.adaptation_curve(test_tasks, _eval_collector(cfg, ev), ev)}
-    if cfg.algo in ("maml", "pretrain"):
-        from metarl.maml import MAML
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ev.seed + 1)
-            random_policy = build_policy(cfg, exp.collector)
-        # A random initialisation has no learned rates: it adapts with the scalar step sizes
-        # (eval.inner_lr*, else maml.inner_lr), also when the run is Meta-SGD.
-        random_algo = MAML(random_policy, exp.collector, replace(cfg.maml, learn_inner_lr=False))
-        curves["random"] = random_algo.adaptation_curve(test_tasks, _eval_collector(cfg, ev), ev)
-    gradient_based = {cfg.algo: exp.algo} if cfg.algo in ("maml", "pretrain") else {}
-    for other in compare:
-        other = Path(other)
-        ocfg, oexp, _ = _load_run(other, None)
-        if ocfg.env.id != cfg.env.id:
-            raise RunError(f"--compare {other}: its environment is {ocfg.env.id}, not {cfg.env.id}")
-        if (_horizon(ocfg), ocfg.env.kwargs) != (_horizon(cfg), cfg.env.kwargs):
-            raise RunError(f"--compare {other}: its horizon and env.kwargs ({_horizon(ocfg)}, {ocfg.env.kwargs}) "
-                           f"differ from {run_dir}'s ({_horizon(cfg)}, {cfg.env.kwargs}): not the same tasks")
-        name = ocfg.algo if ocfg.algo not in curves else f"{ocfg.algo} ({other.name})"
-        oev = ev
-        if getattr(oexp.algo, "inner_lrs", None) is not None and (ev.inner_lr, ev.inner_lr_after_first) != (None, None):
-            oev = replace(ev, inner_lr=None, inner_lr_after_first=None)
-            print(f"{name}: a Meta-SGD run, adapts with its learned per-parameter rates, not eval.inner_lr*")
-        curves[name] = oexp.algo.adaptation_curve(test_tasks, _eval_collector(ocfg, oev), oev)
-        if ocfg.algo in ("maml", "pretrain"):
-            gradient_based[name] = oexp.algo
-
-    metric = getattr(exp.algo, "metric", "return")
-    title = f"{cfg.env.id} (iteration {iteration})"
-    out = Path(out_dir) if out_dir is not None else run_dir / "eval"
-    summary = write_results(out, curves, metric, title, getattr(exp.algo, "curve_x_label", "gradient steps"),
-                            actions="mean" if ev.deterministic else "sampled")
-    written = "adaptation.csv, adaptation_per_task.csv, summary.json, adaptation.png"
-    if gradient_based and supports_regression_fits(exp.collector):
-        from metarl.plots import plot_regression_fits
-
-        fit_tasks = test_tasks[:FIT_TASKS]
-        # Same seed for every method: the same support and query points in every row of the figure.
-        fits = {name: regression_fits(algo, fit_tasks, _eval_collector(cfg, ev),
-                                      replace(ev, inner_lr=None, inner_lr_after_first=None) if algo.inner_lrs is not None else ev)
-                for name, algo in gradient_based.items()}
-        plot_regression_fits(fits, out / FITS_FILE, title)
-        written += ", " + FITS_FILE
-    for method, rows in summary["curves"].items():
-        print(step_line(method, metric, [r["mean"] for r in rows], digits=3))
-    for key, what in (("gap_closed", "pretrain_k"), ("gap_closed_vs_pretrain_step0", "pretrain_0")):
-        for method, fractions in summary.get(key, {}).items():
-            print(step_line(method, f"{what}->oracle gap closed", fractions, digits=2))
-    print(f"wrote {out}/: {written}")
-    return summary

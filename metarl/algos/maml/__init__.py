@@ -1,0 +1,8 @@
+"""MAML (and its inner_steps = 0 case, multi-task pretraining): the algorithm, its exact
+Fisher-vector products for the outer TRPO step, and its config section."""
+
+from metarl.algos.maml.config import MAMLConfig
+from metarl.algos.maml.fisher import InnerData
+from metarl.algos.maml.maml import MAML, test_time_inner_lrs
+
+__all__ = ["MAML", "MAMLConfig", "InnerData", "test_time_inner_lrs"]

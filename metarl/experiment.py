@@ -1,0 +1,317 @@
+"""A run's experiment: its config tree, and building, loading and evaluating it.
+
+``ExperimentConfig`` is the root of the config tree; every section's dataclass lives beside the code
+it configures (``env``/``collector``: metarl/sampling/config.py, ``policy``: metarl/common/policies.py,
+``maml``: metarl/algos/maml/config.py, ``rl2``: metarl/algos/rl2/config.py, ``eval``:
+metarl/evaluation/config.py, ``train``: here). :func:`build_experiment` turns a config into a
+collector, a policy and an algorithm; :func:`load_run` does the same for a run directory and loads
+a checkpoint; :func:`evaluate_run` is ``metarl evaluate``. Training itself is :mod:`metarl.train`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from metarl.algos.maml import MAML, MAMLConfig
+from metarl.algos.oracle import OracleTrainer
+from metarl.algos.rl2 import RL2, RL2Config
+from metarl.common import config
+from metarl.common.checkpoint import CheckpointError, list_checkpoints, load_latest_checkpoint
+from metarl.common.config import ConfigError, check_range, parse_override, set_by_path, validate_config
+from metarl.common.policies import PolicyConfig, RecurrentPolicy, _space_dim, make_policy
+from metarl.common.seeding import seed_streams
+from metarl.evaluation.config import EvalConfig
+from metarl.evaluation.curves import (
+    FIT_TASKS,
+    FITS_FILE,
+    eval_collector,
+    regression_fits,
+    step_line,
+    supports_regression_fits,
+    write_results,
+)
+from metarl.evaluation.plots import plot_regression_fits
+from metarl.sampling.collector import Collector
+from metarl.sampling.config import CollectorConfig, EnvConfig
+from metarl.sampling.vector import horizon
+
+# ---------------------------------------------------------------------------------------------------
+# The config tree
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """The training loop: length, logging, checkpoints."""
+
+    iterations: int = 500
+    """Meta-iterations (RL²: iterations) to train."""
+    log_every: int = 1
+    """Write scalars every N iterations."""
+    eval_every: int = 0
+    """Log a meta-test adaptation curve every N iterations; 0 = never."""
+    eval_tasks: int = 10
+    """Held-out tasks in each periodic evaluation."""
+    checkpoint_every: int = 50
+    """Save a checkpoint every N iterations; 0 = never."""
+    keep_checkpoints: int = 3
+    """Most recent checkpoints kept on disk."""
+    show_progress: bool = True
+    """Show a progress bar."""
+
+    def validate(self) -> None:
+        check_range(self, "iterations", ge=0)
+        check_range(self, "log_every", ge=1)
+        check_range(self, "eval_every", ge=0)
+        check_range(self, "eval_tasks", ge=1)
+        check_range(self, "checkpoint_every", ge=0)
+        check_range(self, "keep_checkpoints", ge=1)
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment: which algorithm, on what, with which settings."""
+
+    algo: Literal["maml", "rl2", "pretrain", "oracle"] = "maml"
+    """Which algorithm trains."""
+    seed: int = 0
+    """Master seed; every RNG stream of the run derives from it."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    """The task distribution."""
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    """The policy (or regressor) network."""
+    maml: MAMLConfig = field(default_factory=MAMLConfig)
+    """MAML inner loop and meta-optimiser (also the fine-tuning loop of the pretrain/oracle baselines)."""
+    rl2: RL2Config = field(default_factory=RL2Config)
+    """RL² settings."""
+    collector: CollectorConfig = field(default_factory=CollectorConfig)
+    """Experience collection."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Training loop, logging and checkpoints."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Meta-test evaluation."""
+
+    def validate(self) -> None:
+        # numpy's SeedSequence rejects negative seeds.
+        check_range(self, "seed", ge=0)
+        if self.maml.learn_inner_lr:
+            if self.algo == "pretrain":
+                raise ConfigError("maml.learn_inner_lr: true needs algo maml; pretrain takes no inner step to learn rates from")
+            for key in ("inner_lr", "inner_lr_after_first"):
+                value = getattr(self.eval, key)
+                if value is not None:
+                    raise ConfigError(
+                        f"eval.{key} = {value} is set for a Meta-SGD run (maml.learn_inner_lr: true), which adapts "
+                        f"with its learned per-parameter rates at test time; unset it (--set eval.{key}=null)")
+
+
+def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Defaults ← YAML file at ``path`` (None: defaults only) ← ``key.path=value`` overrides; validated.
+
+    The experiment tree's loader (:func:`metarl.common.config.load_config` with this root).
+    """
+    return config.load_config(path, overrides, base=ExperimentConfig)
+
+
+def config_from_dict(d: Mapping[str, Any], *, validate: bool = True) -> ExperimentConfig:
+    """An :class:`ExperimentConfig` from a nested mapping (missing keys keep their defaults)."""
+    return config.config_from_dict(d, ExperimentConfig, validate=validate)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Building and loading
+# ---------------------------------------------------------------------------------------------------
+
+
+class RunError(RuntimeError):
+    """A problem with the run directory or the run itself, reported as one line by the CLI."""
+
+
+@dataclass
+class Experiment:
+    cfg: ExperimentConfig
+    collector: Collector
+    policy: torch.nn.Module
+    algo: object
+    task_rng: np.random.Generator
+
+
+def configure_threads(num_threads: int | None) -> int:
+    n = num_threads or os.cpu_count() or 1
+    torch.set_num_threads(n)
+    return n
+
+
+def build_experiment(cfg: ExperimentConfig) -> Experiment:
+    """Collector, policy and algorithm for ``cfg`` (no files touched)."""
+    streams = seed_streams(cfg.seed)
+    collector_kwargs = dict(
+        seed=int(streams["collector"].generate_state(1)[0]),
+        env_kwargs=cfg.env.kwargs,
+        horizon=cfg.env.horizon,
+        num_threads=cfg.collector.num_threads,
+        rescale_actions=cfg.env.rescale_actions,
+    )
+    if cfg.collector.backend == "ray":
+        from metarl.sampling.ray_collector import RayCollector
+
+        collector = RayCollector(cfg.env.id, num_workers=cfg.collector.num_workers, address=cfg.collector.address,
+                                 **collector_kwargs)
+    else:
+        collector = Collector(cfg.env.id, backend=cfg.collector.backend, **collector_kwargs)
+    init_seed = int(streams["init"].generate_state(1)[0])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        policy = build_policy(cfg, collector)
+    policy.to(cfg.collector.device)
+    algo = build_algorithm(cfg, collector, policy)
+    task_rng = np.random.default_rng(streams["tasks"])
+    return Experiment(cfg, collector, policy, algo, task_rng)
+
+
+def build_algorithm(cfg: ExperimentConfig, collector: Collector, policy: torch.nn.Module):
+    """The training algorithm named by ``cfg.algo`` (see metarl.algos.base.Algorithm)."""
+    if cfg.algo in ("maml", "pretrain"):
+
+        mc = cfg.maml
+        if cfg.algo == "pretrain":
+            # Pretraining = the same outer optimiser on the task mixture with no inner step, and the
+            # same environment-step budget per iteration (inner + query episodes as one batch).
+            # (supervised MAML reuses its K support samples for every inner step).
+            support = mc.episodes_per_task * (min(mc.inner_steps, 1) if collector.supervised else mc.inner_steps)
+            mc = replace(mc, inner_steps=0, query_episodes_per_task=(mc.query_episodes_per_task or mc.episodes_per_task) + support)
+        return MAML(policy, collector, mc, device=cfg.collector.device)
+    if cfg.algo == "rl2":
+
+        return RL2(policy, collector, cfg.rl2, device=cfg.collector.device)
+    if cfg.algo == "oracle":
+
+        return OracleTrainer(cfg, collector)
+    raise RunError(f"unknown algo {cfg.algo!r}; expected maml, pretrain, rl2 or oracle")
+
+
+def build_policy(cfg: ExperimentConfig, collector: Collector) -> torch.nn.Module:
+    p = cfg.policy
+    if cfg.algo == "rl2":
+        return RecurrentPolicy(_space_dim(collector.observation_space), collector.action_space,
+                               hidden_size=p.recurrent_hidden_size, init_log_std=p.init_log_std)
+    return make_policy(
+        collector.observation_space,
+        collector.action_space,
+        supervised=collector.supervised,
+        hidden_sizes=p.hidden_sizes,
+        activation=p.activation,
+        init_log_std=p.init_log_std,
+    )
+
+
+def load_run_config(run_dir: str | Path, overrides=()) -> ExperimentConfig:
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise RunError(f"{run_dir} is not a run directory (no config.yaml)")
+    return load_config(path, list(overrides))  # errors name the file and line
+
+
+def load_run(run_dir: Path, checkpoint: int | None, overrides: Sequence[str] = ()):
+    """(config, experiment with the checkpoint's state loaded, iteration) of a run directory."""
+    cfg = load_run_config(run_dir)
+    for item in overrides:
+        cfg = set_by_path(cfg, *parse_override(item))
+    validate_config(cfg)
+    exp = build_experiment(cfg)
+    try:
+        state = load_latest_checkpoint(run_dir, checkpoint)
+    except CheckpointError as err:
+        if checkpoint is not None or list_checkpoints(run_dir):
+            raise RunError(str(err)) from None  # checkpoints exist but none is usable: never pretend iteration 0
+        state = None  # no checkpoint yet (iteration 0): evaluating the initial meta-parameters is allowed
+    if state is not None:
+        exp.algo.load_state_dict(state["algo"])
+    return cfg, exp, 0 if state is None else state["iteration"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# metarl evaluate
+# ---------------------------------------------------------------------------------------------------
+
+
+def _horizon(cfg) -> int:
+    return cfg.env.horizon if cfg.env.horizon is not None else horizon(cfg.env.id)
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    steps: int | None = None,
+    tasks: int | None = None,
+    seed: int | None = None,
+    checkpoint: int | None = None,
+    overrides: Sequence[str] = (),
+    compare: Sequence[str | Path] = (),
+    out_dir: str | Path | None = None,
+) -> dict:
+    """``metarl evaluate``: the run's curve, a random initialisation adapted the same way (for
+    gradient-based runs), and the curves of the ``compare`` runs, all on the same test tasks."""
+    run_dir = Path(run_dir)
+    cfg, exp, iteration = load_run(run_dir, checkpoint, overrides)
+    # One episode count (H = 1: K support samples) for every method scored: the evaluated run's.
+    ev = replace(cfg.eval, steps=cfg.eval.steps if steps is None else steps,
+                 tasks=cfg.eval.tasks if tasks is None else tasks, seed=cfg.eval.seed if seed is None else seed,
+                 episodes_per_task=cfg.eval.episodes_per_task or cfg.maml.episodes_per_task)
+    if ev.steps < 0 or ev.tasks < 1:
+        raise RunError(f"evaluate needs --steps >= 0 and --tasks >= 1, got steps={ev.steps}, tasks={ev.tasks}")
+    test_tasks = eval_collector(cfg, ev).sample_tasks(ev.tasks, np.random.default_rng(ev.seed))
+
+    curves: dict[str, np.ndarray] = {cfg.algo: exp.algo.adaptation_curve(test_tasks, eval_collector(cfg, ev), ev)}
+    if cfg.algo in ("maml", "pretrain"):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(ev.seed + 1)
+            random_policy = build_policy(cfg, exp.collector)
+        # A random initialisation has no learned rates: it adapts with the scalar step sizes
+        # (eval.inner_lr*, else maml.inner_lr), also when the run is Meta-SGD.
+        random_algo = MAML(random_policy, exp.collector, replace(cfg.maml, learn_inner_lr=False))
+        curves["random"] = random_algo.adaptation_curve(test_tasks, eval_collector(cfg, ev), ev)
+    gradient_based = {cfg.algo: exp.algo} if cfg.algo in ("maml", "pretrain") else {}
+    for other in compare:
+        other = Path(other)
+        ocfg, oexp, _ = load_run(other, None)
+        if ocfg.env.id != cfg.env.id:
+            raise RunError(f"--compare {other}: its environment is {ocfg.env.id}, not {cfg.env.id}")
+        if (_horizon(ocfg), ocfg.env.kwargs) != (_horizon(cfg), cfg.env.kwargs):
+            raise RunError(f"--compare {other}: its horizon and env.kwargs ({_horizon(ocfg)}, {ocfg.env.kwargs}) "
+                           f"differ from {run_dir}'s ({_horizon(cfg)}, {cfg.env.kwargs}): not the same tasks")
+        name = ocfg.algo if ocfg.algo not in curves else f"{ocfg.algo} ({other.name})"
+        oev = ev
+        if getattr(oexp.algo, "inner_lrs", None) is not None and (ev.inner_lr, ev.inner_lr_after_first) != (None, None):
+            oev = replace(ev, inner_lr=None, inner_lr_after_first=None)
+            print(f"{name}: a Meta-SGD run, adapts with its learned per-parameter rates, not eval.inner_lr*")
+        curves[name] = oexp.algo.adaptation_curve(test_tasks, eval_collector(ocfg, oev), oev)
+        if ocfg.algo in ("maml", "pretrain"):
+            gradient_based[name] = oexp.algo
+
+    metric = getattr(exp.algo, "metric", "return")
+    title = f"{cfg.env.id} (iteration {iteration})"
+    out = Path(out_dir) if out_dir is not None else run_dir / "eval"
+    summary = write_results(out, curves, metric, title, getattr(exp.algo, "curve_x_label", "gradient steps"),
+                            actions="mean" if ev.deterministic else "sampled")
+    written = "adaptation.csv, adaptation_per_task.csv, summary.json, adaptation.png"
+    if gradient_based and supports_regression_fits(exp.collector):
+        fit_tasks = test_tasks[:FIT_TASKS]
+        # Same seed for every method: the same support and query points in every row of the figure.
+        fits = {name: regression_fits(algo, fit_tasks, eval_collector(cfg, ev),
+                                      replace(ev, inner_lr=None, inner_lr_after_first=None) if algo.inner_lrs is not None else ev)
+                for name, algo in gradient_based.items()}
+        plot_regression_fits(fits, out / FITS_FILE, title)
+        written += ", " + FITS_FILE
+    for method, rows in summary["curves"].items():
+        print(step_line(method, metric, [r["mean"] for r in rows], digits=3))
+    for key, what in (("gap_closed", "pretrain_k"), ("gap_closed_vs_pretrain_step0", "pretrain_0")):
+        for method, fractions in summary.get(key, {}).items():
+            print(step_line(method, f"{what}->oracle gap closed", fractions, digits=2))
+    print(f"wrote {out}/: {written}")
+    return summary

@@ -1,0 +1,52 @@
+"""Config sections of what collection needs: the task distribution (``env:``) and the collector (``collector:``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from metarl.common.config import ConfigRangeError, check_range
+
+
+@dataclass
+class EnvConfig:
+    """The task distribution."""
+
+    id: str = "metarl/Sinusoid-v0"
+    """Registered Gymnasium id of the task distribution."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments passed to the environment constructor."""
+    horizon: int | None = None
+    """Episode length H; null uses the registered max_episode_steps."""
+    rescale_actions: bool = True
+    """Continuous policies act in [-1, 1] per dimension, clipped to it and mapped onto the action space's finite bounds (as rllab's normalize(), used by the MAML paper); no effect on [-1, 1], unbounded or discrete spaces. On or off, every Box action is clipped to the bounds before the env sees it."""
+
+    def validate(self) -> None:
+        if not self.id.strip():
+            raise ConfigRangeError("id", self.id, "a non-empty Gymnasium id")
+        check_range(self, "horizon", ge=1)
+
+
+@dataclass
+class CollectorConfig:
+    """Experience collection: vector environments and devices."""
+
+    backend: Literal["auto", "native", "gym", "ray"] = "auto"
+    """Vector env implementation: auto = native batched when available, else the Gymnasium loop; ray = Ray actors (num_workers, address) each using auto."""
+    num_threads: int | None = None
+    """Threads stepping MuJoCo environments (backend ray: per actor); null = all cores (ray: 1)."""
+    torch_threads: int | None = 1
+    """Torch intra-op threads for updates; null = all cores. 1 is fastest for small networks (OpenMP spin-waiting)."""
+    device: str = "cpu"
+    """Torch device of the policy during collection and updates."""
+    num_workers: int = 2
+    """Ray actors (backend: ray); each takes a contiguous share of the tasks and num_threads (default 1) CPUs."""
+    address: str | None = None
+    """Ray cluster address; 'auto' joins a running cluster, null starts a local one."""
+
+    def validate(self) -> None:
+        check_range(self, "num_threads", ge=1)
+        check_range(self, "torch_threads", ge=1)
+        check_range(self, "num_workers", ge=1)
+        if not self.device.strip():
+            raise ConfigRangeError("device", self.device, "a torch device such as 'cpu' or 'cuda:0'")
