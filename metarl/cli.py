@@ -1,4 +1,4 @@
-"""The ``metarl`` command line: ``envs``, ``config``, ``train``, ``evaluate``, ``plot``.
+"""The ``metarl`` command line: ``envs``, ``config``, ``train``, ``evaluate``, ``tune``, ``plot``, ``gap``, ``seeds``, ``bench``.
 
 Expected errors (bad config, unknown env, run-directory problems) print one line and exit 2.
 """
@@ -175,6 +175,24 @@ def cmd_gap(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from metarl.experiment import tune_run
+
+    tune_run(args.run_dir, args.grid or [], seed=args.seed, tasks=args.tasks, steps=args.steps,
+             overrides=args.set or [], out_dir=args.out)
+    return 0
+
+
+def cmd_seeds(args) -> int:
+    from metarl.evaluation.seeds import aggregate_seeds, format_seeds, write_seeds_csv
+
+    rows = aggregate_seeds(args.sources)
+    print(format_seeds(rows, digits=args.digits))
+    if args.out:
+        print(f"wrote {write_seeds_csv(rows, args.out)}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from metarl.bench import run
     from metarl.experiment import configure_threads
@@ -247,6 +265,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     _common(p)
     p.set_defaults(func=cmd_gap)
+
+    p = sub.add_parser("tune", help="choose test-time settings (eval.*) on validation tasks: the same grid for every method")
+    p.add_argument("run_dir")
+    p.add_argument("--grid", action="append", metavar="eval.KEY=V1,V2,...", help="values to try for one eval key; repeatable (all combinations)")
+    p.add_argument("--seed", type=int, required=True, help="seed of the validation-task stream (must differ from eval.seed)")
+    p.add_argument("--tasks", type=int, help="number of validation tasks (default eval.tasks)")
+    p.add_argument("--steps", type=int, help="gradient steps 0..K; the choice is the best mean after step K (default eval.steps)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key for every combination; repeatable")
+    p.add_argument("--out", metavar="DIR", help="where to write tune.csv (default RUN_DIR/tune)")
+    _common(p)
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("seeds", help="mean and spread across training seeds of adaptation curves (one evaluation per seed)")
+    p.add_argument("sources", nargs="+", metavar="EVAL", help="run dirs, eval dirs or adaptation.csv files, one per seed")
+    p.add_argument("--out", metavar="DIR", help="also write DIR/seeds.csv")
+    p.add_argument("--digits", type=int, default=3, help="decimals printed (default 3)")
+    _common(p)
+    p.set_defaults(func=cmd_seeds)
 
     p = sub.add_parser("bench", help="speed benchmarks, one JSON line each (see BENCHMARKS.md)")
     p.add_argument("which", nargs="*", choices=["collect", "maml", "sinusoid"], help="default: all three")

@@ -10,6 +10,8 @@ a checkpoint; :func:`evaluate_run` is ``metarl evaluate``. Training itself is :m
 
 from __future__ import annotations
 
+import csv
+import itertools
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -315,3 +317,76 @@ def evaluate_run(
             print(step_line(method, f"{what}->oracle gap closed", fractions, digits=2))
     print(f"wrote {out}/: {written}")
     return summary
+
+
+# ---------------------------------------------------------------------------------------------------
+# metarl tune
+# ---------------------------------------------------------------------------------------------------
+
+TUNE_FILE = "tune.csv"
+
+
+def parse_grid(text: str) -> tuple[str, list[Any]]:
+    """``"eval.inner_lr=0.01,0.02"`` -> ``("eval.inner_lr", [0.01, 0.02])`` (each value read as YAML)."""
+    key, _ = parse_override(text)
+    raw_values = text.split("=", 1)[1].split(",")
+    if not key.startswith("eval.") or any(not v.strip() for v in raw_values):
+        raise ConfigError(f"--grid expects eval.KEY=V1,V2,... (test-time settings only), got {text!r}")
+    return key, [parse_override(f"{key}={v}")[1] for v in raw_values]
+
+
+def tune_run(
+    run_dir: str | Path,
+    grid: Sequence[str],
+    seed: int,
+    tasks: int | None = None,
+    steps: int | None = None,
+    overrides: Sequence[str] = (),
+    out_dir: str | Path | None = None,
+) -> dict:
+    """``metarl tune``: every combination of the ``grid``'s test-time settings (``eval.*``), scored on
+    validation tasks drawn from ``seed``, which must not be the test stream's ``eval.seed``; the chosen
+    one has the best mean after the last step (highest return, lowest loss). Running it with the same
+    grid for every method of a comparison is what "test-time settings chosen the same way" means.
+    Writes ``tune.csv`` (one row per combination: its settings, the mean after every step, ``chosen``)."""
+    run_dir = Path(run_dir)
+    axes = [parse_grid(g) for g in grid]
+    if not axes:
+        raise RunError("tune needs at least one --grid eval.KEY=V1,V2,...")
+    cfg, exp, iteration = load_run(run_dir, None, overrides)
+    if seed == cfg.eval.seed:
+        raise RunError(f"--seed {seed} is the test-task stream (eval.seed); choose settings on another stream, "
+                       "e.g. --seed 2000")
+    base = replace(cfg.eval, steps=cfg.eval.steps if steps is None else steps,
+                   tasks=cfg.eval.tasks if tasks is None else tasks, seed=seed,
+                   episodes_per_task=cfg.eval.episodes_per_task or cfg.maml.episodes_per_task)
+    val_tasks = eval_collector(cfg, base).sample_tasks(base.tasks, np.random.default_rng(seed))
+    metric = getattr(exp.algo, "metric", "return")
+    rows = []
+    for combo in itertools.product(*(values for _, values in axes)):
+        settings = [f"{key}={value}" for (key, _), value in zip(axes, combo)]
+        trial = cfg
+        for item in settings:
+            trial = set_by_path(trial, *parse_override(item))
+        validate_config(trial)  # e.g. refuses eval.inner_lr for a Meta-SGD run
+        ev = replace(trial.eval, steps=base.steps, tasks=base.tasks, seed=seed,
+                     episodes_per_task=base.episodes_per_task)
+        means = exp.algo.adaptation_curve(val_tasks, eval_collector(trial, ev), ev).mean(axis=1)
+        rows.append({"settings": settings, "means": [float(m) for m in means]})
+        print(step_line(" ".join(s.split(".", 1)[1] for s in settings), metric, rows[-1]["means"], digits=3),
+              flush=True)
+    # Higher return / lower loss is better; a diverged combination (nan) is the worst, never chosen.
+    sign = -1.0 if metric == "loss" else 1.0
+    best = int(np.argmax(np.nan_to_num([sign * r["means"][-1] for r in rows], nan=-np.inf)))
+    out = Path(out_dir) if out_dir is not None else run_dir / "tune"
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / TUNE_FILE, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([key for key, _ in axes] + [f"step{k}" for k in range(base.steps + 1)] + ["chosen"])
+        for i, r in enumerate(rows):
+            w.writerow([s.split("=", 1)[1] for s in r["settings"]] + [repr(m) for m in r["means"]] + [int(i == best)])
+    chosen = rows[best]["settings"]
+    print(f"chosen on {base.tasks} validation tasks (seed {seed}, iteration {iteration}, best {metric} after "
+          f"step {base.steps}): " + " ".join(f"--set {s}" for s in chosen))
+    print(f"wrote {out / TUNE_FILE}")
+    return {"chosen": chosen, "rows": rows, "metric": metric}

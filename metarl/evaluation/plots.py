@@ -67,7 +67,7 @@ def plot_curves(curves: dict[str, list[dict]], metric: str, title: str, path: Pa
 
 
 # ------------------------------------------------------------------ several runs' adaptation curves
-def _adaptation_csv(source: Path) -> Path:
+def adaptation_csv_path(source: Path) -> Path:
     """A run directory, its eval directory or an adaptation.csv file -> the adaptation.csv path."""
     for candidate in (source / "eval" / "adaptation.csv", source / "adaptation.csv", source):
         if candidate.is_file():
@@ -92,7 +92,7 @@ def read_adaptation_csv(path: Path) -> dict[str, list[dict]]:
 
 def adaptation_means(source: str | Path, method: str) -> list[float]:
     """The per-step ``mean`` column of one method's curve in a run's / eval dir's adaptation.csv."""
-    path = _adaptation_csv(Path(source))
+    path = adaptation_csv_path(Path(source))
     curves = read_adaptation_csv(path)
     if method not in curves:
         raise PlotError(f"{path}: no curve named {method!r} (it has {sorted(curves)})")
@@ -104,7 +104,7 @@ def check_same_actions(sources: Sequence[str | Path]) -> None:
     summary.json: ``sampled``, or ``mean`` with eval.deterministic); summaries without it pass."""
     scored = {}
     for source in map(Path, sources):
-        summary_path = _adaptation_csv(source).parent / "summary.json"
+        summary_path = adaptation_csv_path(source).parent / "summary.json"
         if summary_path.is_file():
             actions = json.loads(summary_path.read_text()).get("actions")
             if actions is not None:
@@ -134,7 +134,7 @@ def select_curves(sources: Sequence[str | Path], methods: Sequence[str] | None =
     wanted = set(methods or ())
     check_same_actions(sources)
     for source in map(Path, sources):
-        csv_path = _adaptation_csv(source)
+        csv_path = adaptation_csv_path(source)
         summary_path = csv_path.parent / "summary.json"
         if summary_path.is_file():
             summary = json.loads(summary_path.read_text())
