@@ -213,40 +213,48 @@ def test_categorical_recurrent_and_supervised_as_local(ray, env_id):
         remote.close()
 
 
-def test_dead_actor_share_is_recollected_identically(ray):
-    # Bernoulli bandits: rewards come from the env streams, so a restarted actor must resume those
-    # streams where the dead one started its share (navigation's dynamics draw nothing)
+@pytest.fixture
+def bandits(ray):
+    """A local and a Ray collector (2 actors) on 5 Bernoulli bandit tasks, one collection checked
+    equal. Bandit rewards come from the env streams, so an actor that re-collects a share must resume
+    those streams where the dead one started it (navigation's dynamics draw nothing)."""
     local = Collector(BANDIT, seed=6)
     remote = _ray_collector(BANDIT, seed=6)
     tasks = local.sample_tasks(5, np.random.default_rng(0))
     try:
         policy = _policy(local)
         _assert_batches_equal(local.collect(policy, tasks, 4), remote.collect(policy, tasks, 4))
-        pids = remote.worker_pids()
-        # worker 1's process exits at env step 5 of its share (mid-collection, env streams advanced)
-        remote._exit_next[1] = 5
-        got = remote.collect(policy, tasks, 4)
-        _assert_batches_equal(local.collect(policy, tasks, 4), got)
-        assert remote.retries == 1
-        new_pids = remote.worker_pids()
-        assert new_pids[0] == pids[0] and new_pids[1] != pids[1]
-        # an actor killed between collections (e.g. its node went away) is replaced too
-        ray.kill(remote._actors[0], no_restart=True)
-        _assert_batches_equal(local.collect(policy, tasks, 4), remote.collect(policy, tasks, 4))
-        assert remote.retries == 2
-        # a share that keeps killing its actor gives up with one line
-        remote.max_retries = 1
-
-        def die_again(k, policy_ref, share):  # worker 0's share kills every actor it is sent to
-            if k == 0:
-                remote._exit_next[0] = 0
-            return submit(k, policy_ref, share)
-
-        submit, remote._submit = remote._submit, die_again
-        with pytest.raises(RuntimeError, match=r"^Ray collector: actors died 2 times in one collection \(max_retries=1\); last: worker \d collecting share \d: "):
-            remote.collect(policy, tasks, 4)
+        yield local, remote, tasks, policy
     finally:
         remote.close()
+
+
+def test_dead_actor_share_is_recollected_identically(ray, bandits):
+    local, remote, tasks, policy = bandits
+    pids = remote.worker_pids()
+    # worker 1's process exits at env step 5 of its share (mid-collection, env streams advanced)
+    remote._exit_next[1] = 5
+    got = remote.collect(policy, tasks, 4)
+    _assert_batches_equal(local.collect(policy, tasks, 4), got)
+    assert remote.retries == 1
+    new_pids = remote.worker_pids()
+    assert new_pids[0] == pids[0] and new_pids[1] != pids[1]
+    # an actor killed between collections (e.g. its node went away) is replaced too
+    ray.kill(remote._actors[0], no_restart=True)
+    _assert_batches_equal(local.collect(policy, tasks, 4), remote.collect(policy, tasks, 4))
+    assert remote.retries == 2
+    # a share that keeps killing its actor gives up with one line
+    remote.max_retries = 1
+
+    def die_again(k, policy_ref, share):  # share 0 kills every actor it is sent to
+        if k == 0:
+            remote._exit_next[0] = 0
+        return submit(k, policy_ref, share)
+
+    submit, remote._submit = remote._submit, die_again
+    with pytest.raises(RuntimeError, match=r"^Ray collector: actors died 2 times in one collection "
+                                           r"\(max_retries=1\); last: worker \d collecting share \d: "):
+        remote.collect(policy, tasks, 4)
 
 
 class _Unplaceable:
@@ -272,41 +280,34 @@ def _collect_or_fail(remote, *args, timeout=120):
     return out["batch"]
 
 
-def test_share_of_a_replacement_that_cannot_start_is_collected_by_a_running_actor(ray, caplog):
+def test_share_of_a_replacement_that_cannot_start_is_collected_by_a_running_actor(ray, bandits, caplog):
     # A killed node leaves no room for the replacement of its actor: the lost share (and that
     # worker's share in later collections) is collected by the running actor, with the same result,
     # instead of waiting forever; once a replacement runs, it takes its share back.
-    local = Collector(BANDIT, seed=6)
-    remote = _ray_collector(BANDIT, seed=6)
-    tasks = local.sample_tasks(5, np.random.default_rng(0))
-    try:
-        policy = _policy(local)
-        _assert_batches_equal(local.collect(policy, tasks, 4), remote.collect(policy, tasks, 4))
-        pids = remote.worker_pids()
-        remote._remote_cls = _Unplaceable(remote._remote_cls)
-        remote._exit_next[1] = 5  # worker 1 dies mid-share; its replacement never starts
-        with caplog.at_level("WARNING", logger="metarl.ray_collector"):
-            _assert_batches_equal(local.collect(policy, tasks, 4), _collect_or_fail(remote, policy, tasks, 4))
-            assert remote.retries == 1 and list(remote._starting) == [1]
-            # 5 tasks on 2 workers: share 1 holds tasks 2-4, 3 tasks x 4 episodes = 12 columns
-            lines = [r.getMessage() for r in caplog.records]
-            assert len(lines) == 1 and re.fullmatch(
-                r"Ray collector: worker 1 died collecting share 1 of 2 \(Actor\w+Error: .+\); "
-                r"re-collecting its 12 columns on worker 0", lines[0]), lines
-            # the next collection does not wait for the pending actor either
-            _assert_batches_equal(local.collect(policy, tasks, 4), _collect_or_fail(remote, policy, tasks, 4))
-            assert remote.retries == 1 and remote._worker_for(1) == 0
-            # room again (a node joined): the next replacement starts and takes share 1 back
-            remote._remote_cls = remote._remote_cls.cls
-            remote._replace(1)
-            pid = ray.get(remote._starting[1])
-            assert remote._worker_for(1) == 1 and not remote._starting
-            assert caplog.records[-1].getMessage() == f"Ray collector: worker 1 is back (a new actor, pid {pid})"
-        assert pid not in pids
-        _assert_batches_equal(local.collect(policy, tasks, 4), remote.collect(policy, tasks, 4))
-        assert remote.worker_pids() == [pids[0], pid]
-    finally:
-        remote.close()
+    local, remote, tasks, policy = bandits
+    pids = remote.worker_pids()
+    remote._remote_cls = _Unplaceable(remote._remote_cls)
+    remote._exit_next[1] = 5  # worker 1 dies mid-share; its replacement never starts
+    with caplog.at_level("WARNING", logger="metarl.ray_collector"):
+        _assert_batches_equal(local.collect(policy, tasks, 4), _collect_or_fail(remote, policy, tasks, 4))
+        assert remote.retries == 1 and list(remote._starting) == [1]
+        # 5 tasks on 2 workers: share 1 holds tasks 2-4, 3 tasks x 4 episodes = 12 columns
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 1 and re.fullmatch(
+            r"Ray collector: worker 1 died collecting share 1 of 2 \(Actor\w+Error: .+\); "
+            r"re-collecting its 12 columns on worker 0", lines[0]), lines
+        # the next collection does not wait for the pending actor either
+        _assert_batches_equal(local.collect(policy, tasks, 4), _collect_or_fail(remote, policy, tasks, 4))
+        assert remote.retries == 1 and remote._worker_for(1) == 0
+        # room again (a node joined): the next replacement starts and takes share 1 back
+        remote._remote_cls = remote._remote_cls.cls
+        remote._replace(1)
+        pid = ray.get(remote._starting[1])
+        assert remote._worker_for(1) == 1 and not remote._starting
+        assert caplog.records[-1].getMessage() == f"Ray collector: worker 1 is back (a new actor, pid {pid})"
+    assert pid not in pids
+    _assert_batches_equal(local.collect(policy, tasks, 4), remote.collect(policy, tasks, 4))
+    assert remote.worker_pids() == [pids[0], pid]
 
 
 def test_rng_state_moves_between_backends(ray):
