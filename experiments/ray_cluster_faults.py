@@ -11,7 +11,8 @@ it, four times, each driver a separate ``metarl train`` process as a user would 
 * node: one worker node is killed (SIGKILL of all its processes, as a machine losing power) while
   its actor is collecting, mid-run. No node has room for a replacement actor, so the lost share is
   re-collected by the actor on the other node; then a new worker node joins and the replacement
-  actor, placed there, takes its share again. The run must finish with the reference's progress.csv
+  actor, placed there, takes its share again (Ray may first try the dead node, until its health
+  checks declare it dead, about 15 s with Ray's defaults; the collector then starts another). The run must finish with the reference's progress.csv
   rows (timing columns aside) and parameters, bit for bit: the shares keep their sizes and inputs,
   whichever actor collects them;
 * driver: the driver is SIGKILLed while its actors are collecting, mid-run, and ``metarl train
@@ -232,8 +233,9 @@ def collector_lines(log: Path) -> list[str]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--iterations", type=int, default=50,
-                        help="meta-iterations of every run (at least 4; 50 leave the replacement actor time to start)")
+    parser.add_argument("--iterations", type=int, default=100,
+                        help="meta-iterations of every run (at least 4; the replacement actor can only start once Ray "
+                             "has declared the killed node dead, about 15 s, and the run must still be going then)")
     parser.add_argument("--out", type=Path, default=Path("runs/ray_cluster_faults"), help="output directory (replaced)")
     args = parser.parse_args(argv)
     if args.iterations < 4:
