@@ -11,6 +11,7 @@ iteration gives the same parameters; an unreachable cluster is one clear line.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -243,40 +244,101 @@ def test_ray_actors_clip_actions_as_the_local_collector(ray):
     _assert_batches_equal(sampled, local.collect(policies[1], tasks, 2))
 
 
-def test_dead_actor_share_is_recollected_identically(ray):
-    # Bernoulli bandits: rewards come from the env streams, so a restarted actor must resume those
-    # streams where the dead one started its share (navigation's dynamics draw nothing)
+@pytest.fixture
+def bandits(ray):
+    """A local and a Ray collector (2 actors) on 5 Bernoulli bandit tasks, one collection checked
+    equal. Bandit rewards come from the env streams, so an actor that re-collects a share must resume
+    those streams where the dead one started it (navigation's dynamics draw nothing)."""
     local = Collector(BANDIT, seed=6)
     remote = _ray_collector(BANDIT, seed=6)
     tasks = local.sample_tasks(5, np.random.default_rng(0))
     try:
         policy = _policy(local)
         _assert_batches_equal(local.collect(policy, tasks, 4), remote.collect(policy, tasks, 4))
-        pids = remote.worker_pids()
-        # worker 1's process exits at env step 5 of its share (mid-collection, env streams advanced)
-        remote._exit_next[1] = 5
-        got = remote.collect(policy, tasks, 4)
-        _assert_batches_equal(local.collect(policy, tasks, 4), got)
-        assert remote.retries == 1
-        new_pids = remote.worker_pids()
-        assert new_pids[0] == pids[0] and new_pids[1] != pids[1]
-        # an actor killed between collections (e.g. its node went away) is replaced too
-        ray.kill(remote._actors[0], no_restart=True)
-        _assert_batches_equal(local.collect(policy, tasks, 4), remote.collect(policy, tasks, 4))
-        assert remote.retries == 2
-        # a share that keeps killing its actor gives up with one line
-        remote.max_retries = 1
-
-        def die_again(k, policy_ref, share):  # worker 0's share kills every actor it is sent to
-            if k == 0:
-                remote._exit_next[0] = 0
-            return submit(k, policy_ref, share)
-
-        submit, remote._submit = remote._submit, die_again
-        with pytest.raises(RuntimeError, match=r"^Ray collector: actors died 2 times in one collection \(max_retries=1\); last: worker 0: "):
-            remote.collect(policy, tasks, 4)
+        yield local, remote, tasks, policy
     finally:
         remote.close()
+
+
+def test_dead_actor_share_is_recollected_identically(ray, bandits):
+    local, remote, tasks, policy = bandits
+    pids = remote.worker_pids()
+    # worker 1's process exits at env step 5 of its share (mid-collection, env streams advanced)
+    remote._exit_next[1] = 5
+    got = remote.collect(policy, tasks, 4)
+    _assert_batches_equal(local.collect(policy, tasks, 4), got)
+    assert remote.retries == 1
+    new_pids = remote.worker_pids()
+    assert new_pids[0] == pids[0] and new_pids[1] != pids[1]
+    # an actor killed between collections (e.g. its node went away) is replaced too
+    ray.kill(remote._actors[0], no_restart=True)
+    _assert_batches_equal(local.collect(policy, tasks, 4), remote.collect(policy, tasks, 4))
+    assert remote.retries == 2
+    # a share that keeps killing its actor gives up with one line
+    remote.max_retries = 1
+
+    def die_again(k, policy_ref, share):  # share 0 kills every actor it is sent to
+        if k == 0:
+            remote._exit_next[0] = 0
+        return submit(k, policy_ref, share)
+
+    submit, remote._submit = remote._submit, die_again
+    with pytest.raises(RuntimeError, match=r"^Ray collector: actors died 2 times in one collection "
+                                           r"\(max_retries=1\); last: worker \d collecting share \d: "):
+        remote.collect(policy, tasks, 4)
+
+
+class _Unplaceable:
+    """An actor class whose new actors need a resource no node has: Ray keeps them pending forever,
+    as a replacement actor when the cluster lost a node and no other node has room."""
+
+    def __init__(self, cls):
+        self.cls = cls
+
+    def options(self, **kwargs):
+        return self.cls.options(resources={"no_such_node": 1}, **kwargs)
+
+
+def _collect_or_fail(remote, *args, timeout=120):
+    """remote.collect(*args) in a daemon thread, so that a collection that waits forever fails the test."""
+    import threading
+
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(batch=remote.collect(*args)), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert "batch" in out, f"the collection did not finish in {timeout} s"
+    return out["batch"]
+
+
+def test_share_of_a_replacement_that_cannot_start_is_collected_by_a_running_actor(ray, bandits, caplog):
+    # A killed node leaves no room for the replacement of its actor: the lost share (and that
+    # worker's share in later collections) is collected by the running actor, with the same result,
+    # instead of waiting forever; once a replacement runs, it takes its share back.
+    local, remote, tasks, policy = bandits
+    pids = remote.worker_pids()
+    remote._remote_cls = _Unplaceable(remote._remote_cls)
+    remote._exit_next[1] = 5  # worker 1 dies mid-share; its replacement never starts
+    with caplog.at_level("WARNING", logger="metarl.sampling.ray_collector"):
+        _assert_batches_equal(local.collect(policy, tasks, 4), _collect_or_fail(remote, policy, tasks, 4))
+        assert remote.retries == 1 and list(remote._starting) == [1]
+        # 5 tasks on 2 workers: share 1 holds tasks 2-4, 3 tasks x 4 episodes = 12 columns
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 1 and re.fullmatch(
+            r"Ray collector: worker 1 died collecting share 1 of 2 \(Actor\w+Error: .+\); "
+            r"re-collecting its 12 columns on worker 0", lines[0]), lines
+        # the next collection does not wait for the pending actor either
+        _assert_batches_equal(local.collect(policy, tasks, 4), _collect_or_fail(remote, policy, tasks, 4))
+        assert remote.retries == 1 and remote._worker_for(1) == 0
+        # room again (a node joined): the next replacement starts and takes share 1 back
+        remote._remote_cls = remote._remote_cls.cls
+        remote._replace(1)
+        pid = ray.get(remote._starting[1])
+        assert remote._worker_for(1) == 1 and not remote._starting
+        assert caplog.records[-1].getMessage() == f"Ray collector: worker 1 is back (a new actor, pid {pid})"
+    assert pid not in pids
+    _assert_batches_equal(local.collect(policy, tasks, 4), remote.collect(policy, tasks, 4))
+    assert remote.worker_pids() == [pids[0], pid]
 
 
 def test_rng_state_moves_between_backends(ray):
@@ -329,3 +391,36 @@ def test_unreachable_cluster_is_one_line(tmp_path):
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("metarl: error: collector.address '127.0.0.1:1': cannot reach a Ray cluster there (")
     assert "ray start --head" in lines[0]
+
+
+def test_loopback_address_ray_would_dial_elsewhere_is_one_line(monkeypatch):
+    # Ray dials 127.0.0.1 as this machine's outward IP; a cluster bound to 127.0.0.1 is not there,
+    # and ray.init would retry for minutes. The address Ray dials is probed instead.
+    import socket
+    import types
+
+    pytest.importorskip("ray")
+    import ray._private.services as services
+
+    from metarl.sampling.ray_collector import _connect
+
+    inits = []
+    fake_ray = types.SimpleNamespace(is_initialized=lambda: False, init=lambda **kwargs: inits.append(kwargs))
+    with socket.socket() as listener:  # a cluster head listening on 127.0.0.1 only
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        monkeypatch.setattr(services, "resolve_ip_for_localhost", lambda host: "127.0.0.2")  # its outward IP
+        with pytest.raises(ConnectionError) as err:
+            _connect(fake_ray, address)
+        port = address.split(":")[1]
+        assert str(err.value) == (
+            f"collector.address {address!r}: cannot reach a Ray cluster there (Connection refused at 127.0.0.2:{port}: "
+            f"Ray dials a loopback address as this machine's IP); start the head with `ray start --head "
+            f"--node-ip-address 127.0.0.2`, or run the driver with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 for a "
+            f"cluster bound to 127.0.0.1")
+        assert inits == []
+        # where Ray keeps 127.0.0.1 (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0), it connects
+        monkeypatch.setattr(services, "resolve_ip_for_localhost", lambda host: host)
+        assert _connect(fake_ray, address) is True
+        assert [i["address"] for i in inits] == [address]

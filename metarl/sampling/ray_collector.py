@@ -24,9 +24,12 @@ BLAS path and may differ by ~1e-8. Per-task parameters are evaluated per task, u
 The driver owns every random stream; actors own none. The env RNG states of every column are sent
 with each share and returned after it, so:
 
-* a restarted actor reproduces exactly what the dead one would have produced: an actor whose call
-  fails because its process died (killed, crashed, node lost) is replaced by a fresh actor and its
-  share is sent again with the same inputs, up to ``max_retries`` times per collection;
+* any actor reproduces exactly what the dead one would have produced: when an actor's call fails
+  because its process died (killed, crashed, node lost), its share is sent again with the same
+  inputs to an actor that is running (up to ``max_retries`` times per collection), and a fresh actor
+  is started in its place. The fresh actor takes its share back once it runs; until then (for good,
+  when no node has room for it: the cluster lost a node) the running actors collect its share too,
+  so a lost node never stalls training. Each such event is one log line (``Ray collector: ...``);
 * ``get_rng_state`` / ``set_rng_state`` (checkpoints, ``--resume``) have the local format, so a run
   can resume on either backend and continue identically.
 
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import os
 import socket
 import warnings
@@ -51,6 +55,8 @@ from gymnasium.utils import seeding
 
 from metarl.sampling.collector import Collector, EpisodeBatch
 from metarl.common.policies import Params
+
+log = logging.getLogger(__name__)
 
 
 def _import_ray():
@@ -144,8 +150,10 @@ class RayCollector(Collector):
         self._env_states: dict[int, list] = {}
         #: shares sent again because their actor died (all collections so far)
         self.retries = 0
-        #: tests: worker index -> env step at which that worker's next share kills its process
+        #: tests: share index -> env step at which the actor that next runs that share dies
         self._exit_next: dict[int, int] = {}
+        #: worker index -> pid() call of its replacement actor, until that actor runs
+        self._starting: dict[int, object] = {}
         self._ray = ray
         self._started_ray = _connect(ray, address)
         from metarl.sampling.vector import env_spec
@@ -214,35 +222,75 @@ class RayCollector(Collector):
         self._env_states[n_cols] = [s for _, share_states in results for s in share_states]
         return _concat_columns([batch for batch, _ in results], num_tasks)
 
+    def _worker_for(self, k: int) -> int:
+        """The worker that collects share k: worker k, unless it is a replacement not running yet (no
+        node may ever have room for it); then a running worker, which queues the share after its own."""
+        ray = self._ray
+        while True:
+            for j, ref in list(self._starting.items()):
+                if ray.wait([ref], timeout=0)[0]:
+                    del self._starting[j]
+                    try:
+                        log.warning(f"Ray collector: worker {j} is back (a new actor, pid {ray.get(ref)})")
+                    except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as err:
+                        log.warning(f"Ray collector: the new actor of worker {j} died starting "
+                                    f"({_error_line(err)}); starting another")
+                        self._replace(j)
+            if k not in self._starting:
+                return k
+            running = [j for j in range(len(self._actors)) if j not in self._starting]
+            if running:
+                return running[k % len(running)]
+            log.warning(f"Ray collector: no actor is running; waiting for a new one to start (each needs "
+                        f"{self._actor_threads} free CPU)")
+            ray.wait(list(self._starting.values()), num_returns=1)
+
+    def _replace(self, j: int) -> None:
+        """Kill worker j's actor and start a fresh one, wherever the cluster has room (maybe never)."""
+        try:
+            self._ray.kill(self._actors[j], no_restart=True)
+        except Exception:  # already gone: nothing to clean up
+            pass
+        self._actors[j] = self._new_actor()
+        self._starting[j] = self._actors[j].pid.remote()
+
     def _submit(self, k: int, policy_ref, share: dict):
+        """Send share k to its worker; (result ref, worker index, actor)."""
+        j = self._worker_for(k)
         exit_at_step = self._exit_next.pop(k, None)
-        return self._actors[k].collect_columns.remote(policy_ref, exit_at_step=exit_at_step, **share)
+        actor = self._actors[j]
+        return actor.collect_columns.remote(policy_ref, exit_at_step=exit_at_step, **share), j, actor
 
     def _run_shares(self, policy_ref, shares: list[dict]) -> list:
-        """Every share's result, in share order; a share whose actor died is re-sent to a fresh actor."""
+        """Every share's result, in share order; a share whose actor died is re-sent to a running actor."""
         ray = self._ray
-        pending = {self._submit(k, policy_ref, share): k for k, share in enumerate(shares)}
+        pending = {}
+        for k, share in enumerate(shares):
+            ref, j, actor = self._submit(k, policy_ref, share)
+            pending[ref] = k, j, actor
         results: list = [None] * len(shares)
         failures = 0
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             ref = done[0]
-            k = pending.pop(ref)
+            k, j, actor = pending.pop(ref)
             try:
                 results[k] = ray.get(ref)
-            except ray.exceptions.RayActorError as err:
+            except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as err:
+                # ObjectLostError: the result was stored on a node that died before it was fetched
                 failures += 1
                 if failures > self.max_retries:
                     raise RuntimeError(
                         f"Ray collector: actors died {failures} times in one collection (max_retries="
-                        f"{self.max_retries}); last: worker {k}: {_first_line(err)}") from None
+                        f"{self.max_retries}); last: worker {j} collecting share {k}: {_first_line(err)}") from None
                 self.retries += 1
-                try:
-                    ray.kill(self._actors[k], no_restart=True)
-                except Exception:  # already gone: nothing to clean up
-                    pass
-                self._actors[k] = self._new_actor()
-                pending[self._submit(k, policy_ref, shares[k])] = k
+                if self._actors[j] is actor:  # not yet replaced (a worker running two shares fails twice)
+                    self._replace(j)
+                ref, j2, actor = self._submit(k, policy_ref, shares[k])
+                pending[ref] = k, j2, actor
+                log.warning(f"Ray collector: worker {j} died collecting share {k} of {len(shares)} "
+                            f"({_error_line(err)}); re-collecting its {len(shares[k]['env_states'])} "
+                            f"columns on worker {j2}")
             except ray.exceptions.RayTaskError as err:
                 # An error raised by the collector code itself (bad env, bad policy): report it as it
                 # would be raised in-process, not as Ray's multi-line remote traceback.
@@ -272,6 +320,7 @@ class RayCollector(Collector):
             except Exception:  # already dead
                 pass
         self._actors = []
+        self._starting = {}
         if getattr(self, "_started_ray", False) and self._ray.is_initialized():
             self._ray.shutdown()
             self._started_ray = False
@@ -301,6 +350,10 @@ def _concat_columns(batches: list[EpisodeBatch], num_tasks: int) -> EpisodeBatch
     return EpisodeBatch(**merged)
 
 
+def _error_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: {_first_line(err)}"
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
@@ -316,6 +369,17 @@ def _parse_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _dialed_host(host: str) -> str:
+    """The host ray.init connects to for ``host``: Ray replaces a loopback host by this machine's
+    outward IP (so that other machines can join), unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0."""
+    try:
+        from ray._private.services import resolve_ip_for_localhost
+
+        return resolve_ip_for_localhost(host)
+    except Exception:  # another Ray version, or a host Ray rejects itself: probe what was given
+        return host
+
+
 def _connect(ray, address: str | None) -> bool:
     """Connect this process to Ray; True when this call started the connection (close() ends it)."""
     if ray.is_initialized():
@@ -323,9 +387,16 @@ def _connect(ray, address: str | None) -> bool:
     if address not in (None, "auto"):
         # Ray itself retries an unreachable address for minutes; a plain TCP connect answers in seconds.
         host, port = _parse_address(address)
+        dialed = _dialed_host(host)
         try:
-            socket.create_connection((host, port), timeout=5).close()
+            socket.create_connection((dialed, port), timeout=5).close()
         except OSError as err:
+            if dialed != host:  # e.g. a cluster bound to 127.0.0.1 on one machine
+                raise ConnectionError(
+                    f"collector.address {address!r}: cannot reach a Ray cluster there ({err.strerror or err} at "
+                    f"{dialed}:{port}: Ray dials a loopback address as this machine's IP); start the head with "
+                    f"`ray start --head --node-ip-address {dialed}`, or run the driver with "
+                    f"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 for a cluster bound to {host}") from None
             raise ConnectionError(
                 f"collector.address {address!r}: cannot reach a Ray cluster there ({err.strerror or err}); "
                 f"start one with `ray start --head` and pass the address it prints, or use "
