@@ -887,8 +887,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     """Most recent checkpoints kept on disk."""
     show_progress: bool = True
-    """Show progress on stderr: a bar on a terminal; otherwise (a log file) one line per tenth of the
-    run, at least one a minute, and the last iteration."""
+    """Progress on stderr: a bar on a terminal, else a line per tenth of the run (at least one a minute)."""
 
     def validate(self) -> None:
         check_range(self, "iterations", ge=0)
