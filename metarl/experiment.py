@@ -65,7 +65,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     """Most recent checkpoints kept on disk."""
     show_progress: bool = True
-    """Show a progress bar."""
+    """Progress on stderr: a bar on a terminal, else a line per tenth of the run (at least one a minute)."""
 
     def validate(self) -> None:
         check_range(self, "iterations", ge=0)

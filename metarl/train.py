@@ -150,9 +150,10 @@ def _train(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> Path:
     tc = cfg.train
     progress = None
     if tc.show_progress:
-        from tqdm import tqdm
+        from metarl.common.progress import progress as make_progress
 
-        progress = tqdm(total=tc.iterations, initial=start_iteration, desc="meta-iterations", dynamic_ncols=True, file=sys.stderr)
+        # a bar on a terminal, a line per tenth of the run (or minute) in a log file
+        progress = make_progress(tc.iterations, start_iteration, sys.stderr)
     iteration = start_iteration
     # Periodic meta-test (train.eval_every): meta_test/<metric>_step<k> go to TensorBoard and to
     # progress.csv. The CSV's columns are fixed by its first row, so every logged row carries these

@@ -92,7 +92,8 @@ def _collect_in_shares(collector: Collector, policy, tasks, episodes_per_task, b
             share_params = {k: v[m0:m1] for k, v in params.items()}
         batch, after = collector.collect_columns(
             policy, tasks[m0:m1], episodes_per_task, params=share_params,
-            noise=None if noise is None else noise[:, c0:c1], env_states=env_states[c0:c1], **kwargs)
+            noise=None if noise is None else noise[:, c0:c1], env_states=env_states[c0:c1],
+            first_task=m0, total_tasks=len(tasks), **kwargs)
         assert torch.equal(batch.task_index, torch.arange(m1 - m0).repeat_interleave(cols))
         batches.append(batch)
         states += after
@@ -131,6 +132,41 @@ def test_collect_columns_checks_noise_and_states():
         c.collect_columns(policy, NAV_TASKS[:2], 2, noise=noise[:, :3], env_states=states)
     with pytest.raises(ValueError, match="4 columns need 4 env RNG states, got 3"):
         c.collect_columns(policy, NAV_TASKS[:2], 2, noise=noise, env_states=states[:3])
+    with pytest.raises(ValueError, match="2 tasks from first_task=4 do not fit in total_tasks=5"):
+        c.collect_columns(policy, NAV_TASKS[:2], 2, noise=noise, env_states=states, first_task=4, total_tasks=5)
+
+
+class _RecordingPolicy(torch.nn.Module):
+    """Wraps a feedforward policy and records every observation batch it is evaluated on."""
+
+    def __init__(self, policy):
+        super().__init__()
+        self.policy, self.seen = policy, []
+
+    def forward(self, obs):
+        self.seen.append(obs.clone())
+        return self.policy(obs)
+
+    def distribution(self, out):
+        return self.policy.distribution(out)
+
+
+def test_a_share_evaluates_the_policy_at_the_whole_collections_shape():
+    # What makes a share bit-identical to the whole collection on any BLAS: its policy calls have the
+    # whole shape, with its own rows in place (rows of another shape may be rounded differently).
+    whole = Collector(NAV, seed=1, horizon=4)
+    policy = _RecordingPolicy(_policy(whole))
+    whole.collect(policy, NAV_TASKS, 2)
+    whole_calls, policy.seen = policy.seen, []
+    _collect_in_shares(Collector(NAV, seed=1, horizon=4), policy, NAV_TASKS, 2, [0, 2, 5])
+    share_calls = policy.seen
+    assert len(whole_calls) == 4 and len(share_calls) == 8  # 4 steps, 2 shares
+    for k, (c0, c1) in enumerate([(0, 4), (4, 10)]):
+        for t in range(4):
+            seen = share_calls[4 * k + t]
+            assert seen.shape == whole_calls[t].shape == (10, 2)
+            assert torch.equal(seen[c0:c1], whole_calls[t][c0:c1])
+            assert not seen[:c0].any() and not seen[c1:].any()
 
 
 def test_missing_ray_names_the_extra(monkeypatch):
@@ -147,7 +183,11 @@ def test_missing_ray_names_the_extra(monkeypatch):
 @pytest.fixture(scope="module")
 def ray():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    from simulated_blas import ray_runtime_env
+
+    # address="local": a fresh Ray for these tests even when a cluster runs on this machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
+             runtime_env=ray_runtime_env())
     yield ray
     ray.shutdown()
 
@@ -214,7 +254,7 @@ def test_categorical_recurrent_and_supervised_as_local(ray, env_id):
 
 
 def test_ray_actors_clip_actions_as_the_local_collector(ray):
-    """HalfCheetahVel ([-1, 1] torques): policies with mean 10 and mean 1 apply the same torques in the
+    """HalfCheetahVel ([-1, 1] torques): policies with mean 10 and mean 1.5 apply the same torques in the
     actors too (they step through the same Collector.env_action), so their rewards are equal; sampled
     actions are clipped as the local collector clips them."""
     from metarl.envs.half_cheetah import HalfCheetahVelTask
@@ -225,14 +265,15 @@ def test_ray_actors_clip_actions_as_the_local_collector(ray):
     try:
         policies, rewards = [], []
         start = remote.get_rng_state()
-        for mean in (1.0, 10.0):
+        for mean in (1.5, 10.0):
             remote.set_rng_state(start)  # the same episodes (reset noise) for both policies
             policy = GaussianMLPPolicy(17, 6, hidden_sizes=(4,))
             with torch.no_grad():
                 policy.mean_net[-1].weight.zero_()
                 policy.mean_net[-1].bias.fill_(mean)
             batch = remote.collect(policy, tasks, 2, deterministic=True)
-            assert torch.all(batch.actions == mean)  # the batch keeps the policy's actions
+            # the batch keeps the policy's actions
+            torch.testing.assert_close(batch.actions, torch.full_like(batch.actions, mean))
             policies.append(policy)
             rewards.append(batch.rewards)
         assert torch.equal(rewards[0], rewards[1])

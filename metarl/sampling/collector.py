@@ -124,6 +124,32 @@ def action_rescaling(space: gym.Space) -> tuple[np.ndarray, np.ndarray] | None:
     return (high + low) / 2.0, (high - low) / 2.0
 
 
+def _in_place(x: torch.Tensor, start: int, total: int) -> torch.Tensor:
+    """[n, ...] -> [total, ...]: x in rows [start, start + n), zeros elsewhere (x itself if n = total)."""
+    if x.shape[0] == total:
+        return x
+    out = x.new_zeros((total, *x.shape[1:]))
+    out[start : start + x.shape[0]] = x
+    return out
+
+
+class _PolicyRows:
+    """Where a share's ``count`` columns sit among the ``total`` rows the policy is evaluated on: rows
+    [start, start + count). The whole collection is the share with start 0 and count = total, for
+    which widening and narrowing return their argument (the local collector's step loop is unchanged)."""
+
+    def __init__(self, start: int, count: int, total: int):
+        self.start, self.count, self.total = start, count, total
+
+    def widen(self, x: torch.Tensor) -> torch.Tensor:
+        """This share's rows [count, ...] -> [total, ...], zeros in the other shares' rows."""
+        return _in_place(x, self.start, self.total)
+
+    def narrow(self, x: torch.Tensor) -> torch.Tensor:
+        """[total, ...] -> this share's rows [count, ...]."""
+        return x if self.count == self.total else x[self.start : self.start + self.count]
+
+
 class Collector:
     """Collects episodes of one task distribution; owns the vector envs and the random streams.
 
@@ -134,7 +160,8 @@ class Collector:
     Both kinds of randomness are partition-independent, so that a collection split by columns across
     processes (``metarl.sampling.ray_collector``) gives the same batch: column b's env stream depends only on
     (seed, B, b) (:meth:`column_seeds`), and the action noise of the whole collection is drawn up front
-    in one call (:meth:`action_noise`), of which every column uses only its own slice.
+    in one call (:meth:`action_noise`), of which every column uses only its own slice. So does the
+    arithmetic: a share evaluates the policy at the whole collection's shape (:meth:`collect_columns`).
 
     Actions the env sees (:meth:`env_action`, the one place this happens, for every caller: training,
     evaluation, Ray actors, the oracle's PPO and its evaluation): every continuous action is clipped to
@@ -304,6 +331,8 @@ class Collector:
         deterministic: bool = False,
         noise: torch.Tensor | None = None,
         env_states: Sequence,
+        first_task: int = 0,
+        total_tasks: int | None = None,
     ) -> tuple[EpisodeBatch, list]:
         """Collect one share (whole tasks) of a larger collection: what a Ray actor runs.
 
@@ -312,9 +341,21 @@ class Collector:
         start from (one per column). Returns the batch (``task_index`` counts from 0 within ``tasks``)
         and the sub-environments' RNG states after it. Nothing of this collector's own streams is used,
         so the same arguments give the same batch in any process, a restarted one included.
+
+        ``tasks`` are tasks ``first_task ..`` of the whole collection's ``total_tasks`` (default: the
+        share is the whole). The policy is evaluated at the whole collection's shape, this share's rows
+        in their own place and zeros in the others' (per-task parameters likewise), so that every row
+        comes out bit for bit as in the whole collection: a BLAS may round a row differently in a call
+        of another shape (measured on an AVX-512 Xeon with MKL), and a vectorized elementwise op may
+        treat a tensor's tail differently. The price: each share pays the whole collection's policy
+        arithmetic; the environment steps are what is split.
         """
         cols_per_task = self._columns_per_task(policy, tasks, episodes_per_task, episodes_per_trial, params)
         n_cols = len(tasks) * cols_per_task
+        total_tasks = len(tasks) if total_tasks is None else int(total_tasks)
+        if not 0 <= first_task <= total_tasks - len(tasks):
+            raise ValueError(f"collect_columns: {len(tasks)} tasks from first_task={first_task} do not fit in "
+                             f"total_tasks={total_tasks}")
         T = self.horizon * episodes_per_trial
         kind, shape = self._noise_spec()
         expected = None if deterministic or kind is None else (T, n_cols, *shape)
@@ -325,8 +366,11 @@ class Collector:
             raise ValueError(f"collect_columns: {n_cols} columns need {n_cols} env RNG states, got {len(env_states)}")
         venv = self._venv(n_cols)
         venv.set_rng_state(list(env_states))
+        rows = _PolicyRows(first_task * cols_per_task, n_cols, total_tasks * cols_per_task)
+        if params is not None and per_task_params:
+            params = {k: _in_place(v, first_task, total_tasks) for k, v in params.items()}
         batch = self._rollout(venv, policy, tasks, cols_per_task, params, per_task_params, episodes_per_trial,
-                              deterministic, noise)
+                              deterministic, noise, rows)
         return batch, venv.get_rng_state()
 
     def _columns_per_task(self, policy, tasks, episodes_per_task, episodes_per_trial, params) -> int:
@@ -344,10 +388,16 @@ class Collector:
         return episodes_per_task // episodes_per_trial
 
     def _rollout(self, venv: BatchedTaskEnv, policy, tasks, cols_per_task, params, per_task_params,
-                 episodes_per_trial, deterministic, noise) -> EpisodeBatch:
-        """The step loop: every column of ``venv`` runs its trial; actions come from ``noise`` [T, B, ...]."""
+                 episodes_per_trial, deterministic, noise, rows: "_PolicyRows | None" = None) -> EpisodeBatch:
+        """The step loop: every column of ``venv`` runs its trial; actions come from ``noise`` [T, B, ...].
+
+        rows: where these columns sit in the policy's calls (a share of a larger collection); per-task
+        ``params`` then already cover the whole collection's tasks.
+        """
         num_tasks = len(tasks)
         n_cols = num_tasks * cols_per_task
+        rows = rows or _PolicyRows(0, n_cols, n_cols)
+        policy_tasks = rows.total // cols_per_task
         H = self.horizon
         T = H * episodes_per_trial
         venv.set_tasks([task for task in tasks for _ in range(cols_per_task)])
@@ -364,7 +414,7 @@ class Collector:
         inputs_buf = None
         running = np.ones(n_cols, dtype=bool)
         if recurrent:
-            state = policy.initial_state(n_cols)
+            state = policy.initial_state(rows.total)
             # Before the first step of a trial there is no previous action: -1 for a discrete policy
             # (encoded as an all-zero one-hot, not as "arm 0 was pulled"), zeros for a continuous one.
             prev_action = (torch.full((n_cols,), -1, dtype=torch.long) if policy.discrete
@@ -382,12 +432,12 @@ class Collector:
                 obs_t = torch.from_numpy(obs_buf[t])
                 if recurrent:
                     inputs = policy.make_inputs(obs_t, prev_action, prev_reward, prev_done)
-                    out, new_state = policy.step(inputs, state)
+                    out, new_state = policy.step(rows.widen(inputs), state)
                     if inputs_buf is None:
                         inputs_buf = torch.zeros(T, n_cols, inputs.shape[-1])
                     inputs_buf[t] = inputs
                 else:
-                    out = policy_forward(policy, obs_t, params, num_tasks if per_task_params else None)
+                    out = policy_forward(policy, rows.widen(obs_t), params, policy_tasks if per_task_params else None)
                 dist = policy.distribution(out)
                 if deterministic:
                     action = dist.mode()
@@ -397,8 +447,9 @@ class Collector:
                             f"the policy's {type(dist).__name__} samples with {getattr(dist, 'noise_kind', None)} "
                             f"noise, but the collector draws {self._noise_spec()[0]} noise for {self.action_space}"
                         )
-                    action = dist.sample_from_noise(None if noise is None else noise[t])
-                logp_buf[t] = dist.log_prob(action)
+                    action = dist.sample_from_noise(None if noise is None else rows.widen(noise[t]))
+                logp_buf[t] = rows.narrow(dist.log_prob(action))
+                action = rows.narrow(action)
                 action_np = action.numpy()
                 if act_buf is None:
                     act_buf = np.zeros((T, *action_np.shape), dtype=action_np.dtype)
@@ -414,7 +465,7 @@ class Collector:
                 done_buf[t] = running & ended
                 if recurrent:
                     run_t = torch.from_numpy(running)
-                    state = torch.where(run_t.unsqueeze(-1), new_state, state)
+                    state = torch.where(rows.widen(run_t).unsqueeze(-1), new_state, state)
                     prev_action = torch.where(run_t.view(-1, *[1] * (action.dim() - 1)), action, prev_action)
                     prev_reward = torch.where(run_t, torch.from_numpy(rew_buf[t]), prev_reward)
                     prev_done = torch.where(run_t, torch.from_numpy(done_buf[t]).float(), prev_done)

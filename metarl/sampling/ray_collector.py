@@ -14,12 +14,15 @@ env where one exists, vector backend ``auto``). Every collection:
 3. the driver concatenates the shares in task order (never in completion order) and keeps the
    sub-environments' RNG states that come back.
 
-Same seed, same batch as the local backend. Column b's env stream starts from
-``Collector.column_seeds(B)[b]`` and its actions use ``noise[:, b]``: nothing depends on how the
-columns are split, so the batch is the local one whatever the number of actors. (Bit-identity also
-assumes that a matrix product gives a row the same value among B rows as among a share's rows:
-measured true here (x86-64, torch CPU) for shares of 4 or more columns, while 1-3 rows take another
-BLAS path and may differ by ~1e-8. Per-task parameters are evaluated per task, unaffected.)
+Same seed, same batch as the local backend, bit for bit, whatever the number of actors. Column b's
+env stream starts from ``Collector.column_seeds(B)[b]`` and its actions use ``noise[:, b]``, so no
+random draw depends on the split; and an actor evaluates the policy at the whole collection's shape
+(its columns in their own rows, zeros elsewhere; ``Collector.collect_columns``), so no rounding does
+either: a BLAS may round a row differently in a call of another shape (an AVX-512 Xeon with MKL did,
+by ~6e-8). Each actor thus pays the whole batch's policy arithmetic, small next to stepping MuJoCo;
+only the environment steps are split. Bit-identity needs the actors' CPU and libraries to be the
+driver's (one machine, or identical nodes); elsewhere the batches agree to rounding until a
+trajectory crosses a discrete threshold (README, reproducibility).
 
 The driver owns every random stream; actors own none. The env RNG states of every column are sent
 with each share and returned after it, so:
@@ -88,13 +91,13 @@ class _CollectorWorker:
         return os.getpid()
 
     def collect_columns(self, policy, tasks, episodes_per_task, params, per_task_params, episodes_per_trial,
-                        deterministic, noise, env_states, exit_at_step=None):
+                        deterministic, noise, env_states, first_task, total_tasks, exit_at_step=None):
         if exit_at_step is not None:
             self._exit_at_step(len(env_states), exit_at_step)
         return self.collector.collect_columns(
             policy, tasks, episodes_per_task, params=params, per_task_params=per_task_params,
             episodes_per_trial=episodes_per_trial, deterministic=deterministic, noise=noise,
-            env_states=env_states)
+            env_states=env_states, first_task=first_task, total_tasks=total_tasks)
 
     def _exit_at_step(self, num_envs: int, step: int) -> None:
         """Fault injection for tests: the process dies (no cleanup, like a crash or a lost node) at
@@ -216,7 +219,7 @@ class RayCollector(Collector):
                 tasks=tasks[m0:m1], episodes_per_task=episodes_per_task, params=share_params,
                 per_task_params=per_task_params, episodes_per_trial=episodes_per_trial,
                 deterministic=deterministic, noise=None if noise is None else noise[:, c0:c1].clone(),
-                env_states=states[c0:c1],
+                env_states=states[c0:c1], first_task=m0, total_tasks=num_tasks,
             ))
         results = self._run_shares(policy_ref, shares)
         self._env_states[n_cols] = [s for _, share_states in results for s in share_states]
