@@ -243,6 +243,12 @@ def load_run(run_dir: Path, checkpoint: int | None, overrides: Sequence[str] = (
 # ---------------------------------------------------------------------------------------------------
 
 
+def method_name(cfg) -> str:
+    """The name of a run's curve in an evaluation: its algo, or ``metasgd`` for MAML with learned
+    per-parameter inner rates (a method of its own in every comparison)."""
+    return "metasgd" if cfg.algo == "maml" and cfg.maml.learn_inner_lr else cfg.algo
+
+
 def _horizon(cfg) -> int:
     return cfg.env.horizon if cfg.env.horizon is not None else horizon(cfg.env.id)
 
@@ -269,7 +275,7 @@ def evaluate_run(
         raise RunError(f"evaluate needs --steps >= 0 and --tasks >= 1, got steps={ev.steps}, tasks={ev.tasks}")
     test_tasks = eval_collector(cfg, ev).sample_tasks(ev.tasks, np.random.default_rng(ev.seed))
 
-    curves: dict[str, np.ndarray] = {cfg.algo: exp.algo.adaptation_curve(test_tasks, eval_collector(cfg, ev), ev)}
+    curves: dict[str, np.ndarray] = {method_name(cfg): exp.algo.adaptation_curve(test_tasks, eval_collector(cfg, ev), ev)}
     if cfg.algo in ("maml", "pretrain"):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ev.seed + 1)
@@ -278,7 +284,7 @@ def evaluate_run(
         # (eval.inner_lr*, else maml.inner_lr), also when the run is Meta-SGD.
         random_algo = MAML(random_policy, exp.collector, replace(cfg.maml, learn_inner_lr=False))
         curves["random"] = random_algo.adaptation_curve(test_tasks, eval_collector(cfg, ev), ev)
-    gradient_based = {cfg.algo: exp.algo} if cfg.algo in ("maml", "pretrain") else {}
+    gradient_based = {method_name(cfg): exp.algo} if cfg.algo in ("maml", "pretrain") else {}
     for other in compare:
         other = Path(other)
         ocfg, oexp, _ = load_run(other, None)
@@ -287,7 +293,7 @@ def evaluate_run(
         if (_horizon(ocfg), ocfg.env.kwargs) != (_horizon(cfg), cfg.env.kwargs):
             raise RunError(f"--compare {other}: its horizon and env.kwargs ({_horizon(ocfg)}, {ocfg.env.kwargs}) "
                            f"differ from {run_dir}'s ({_horizon(cfg)}, {cfg.env.kwargs}): not the same tasks")
-        name = ocfg.algo if ocfg.algo not in curves else f"{ocfg.algo} ({other.name})"
+        name = method_name(ocfg) if method_name(ocfg) not in curves else f"{method_name(ocfg)} ({other.name})"
         oev = ev
         if getattr(oexp.algo, "inner_lrs", None) is not None and (ev.inner_lr, ev.inner_lr_after_first) != (None, None):
             oev = replace(ev, inner_lr=None, inner_lr_after_first=None)

@@ -355,13 +355,13 @@ def test_meta_sgd_with_zeroed_learned_rates_does_not_adapt(tmp_path):
 
     run_dir = _meta_sgd_run(tmp_path, 0.0)
     summary = evaluate_run(run_dir)
-    means = [r["mean"] for r in summary["curves"]["maml"]]
+    means = [r["mean"] for r in summary["curves"]["metasgd"]]  # a Meta-SGD run's curve is named so
     assert len(means) == 4 and means == [means[0]] * 4, means
     random_means = [r["mean"] for r in summary["curves"]["random"]]
     assert random_means[3] != random_means[0]  # the random init adapts with the scalar maml.inner_lr
     for k in range(4):
-        np.testing.assert_array_equal(_per_task(run_dir / "eval" / "adaptation_per_task.csv", "maml", k),
-                                      _per_task(run_dir / "eval" / "adaptation_per_task.csv", "maml", 0))
+        np.testing.assert_array_equal(_per_task(run_dir / "eval" / "adaptation_per_task.csv", "metasgd", k),
+                                      _per_task(run_dir / "eval" / "adaptation_per_task.csv", "metasgd", 0))
 
     cfg = load_config(run_dir / "config.yaml")
     exp = build_experiment(cfg)
