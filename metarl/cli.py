@@ -149,14 +149,17 @@ def cmd_plot(args) -> int:
 
     # Options that only one kind of plot reads are errors on the other, not silently dropped.
     if args.training:
-        unused = [flag for flag, value in (("--methods", args.methods), ("--title", args.title)) if value]
+        unused = [flag for flag, value in (("--methods", args.methods), ("--title", args.title), ("--ylim", args.ylim)) if value]
         if unused:
             raise SystemExit(f"metarl: error: {' and '.join(unused)} {'apply' if len(unused) > 1 else 'applies'} to adaptation curves, not to --training plots")
         out = plot_training(args.run_dirs, args.out or "training_curves.png", x=args.x or "iteration")
     else:
         if args.x is not None:
             raise SystemExit(f"metarl: error: --x {args.x} applies to --training plots only")
-        out = plot_runs(args.run_dirs, args.out or "adaptation_curves.png", title=args.title, methods=args.methods)
+        if args.ylim is not None and not args.ylim[0] < args.ylim[1]:
+            raise SystemExit(f"metarl: error: --ylim {args.ylim[0]:g} {args.ylim[1]:g}: LOW must be below HIGH")
+        out = plot_runs(args.run_dirs, args.out or "adaptation_curves.png", title=args.title, methods=args.methods,
+                        ylim=args.ylim)
     print(f"wrote {out}")
     return 0
 
@@ -249,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--x", choices=["iteration", "env_steps"], default=None,
                    help="x axis of --training plots (default iteration)")
     p.add_argument("--title", help="plot title (adaptation curves)")
+    p.add_argument("--ylim", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                   help="y axis range of adaptation curves (e.g. when one method diverges)")
     p.add_argument("--methods", nargs="+", metavar="NAME",
                    help="only these curves: NAME (that method in every source) or RUN:NAME (in the source the legend calls RUN)")
     p.add_argument("--out", help="PNG to write (default adaptation_curves.png, or training_curves.png with --training)")

@@ -258,6 +258,10 @@ def test_plot_commands(sinusoid_runs, tmp_path, capsys):
     assert "--methods" in capsys.readouterr().err
     assert main(["plot", str(maml_dir), "--x", "env_steps", "--out", str(tmp_path / "a.png")]) == 2
     assert "--x env_steps" in capsys.readouterr().err
+    assert main(["plot", "--training", str(maml_dir), "--ylim", "0", "1", "--out", str(out)]) == 2
+    assert "--ylim" in capsys.readouterr().err
+    assert main(["plot", str(maml_dir), "--ylim", "1", "0", "--out", str(out)]) == 2
+    assert "--ylim 1 0: LOW must be below HIGH" in capsys.readouterr().err
     # A run without eval/ : one clear line naming it, exit status 2.
     bare = tmp_path / "bare"
     bare.mkdir()
@@ -448,3 +452,17 @@ def test_compare_runs_must_share_horizon_and_env_kwargs(tmp_path, capsys):
     assert main(["evaluate", str(runs["a"]), "--compare", str(runs["b"])]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "horizon and env.kwargs (50, {})" in err and "(100, {})" in err
+
+
+def test_plot_ylim_fixes_the_axis(sinusoid_runs, tmp_path, monkeypatch):
+    """--ylim LOW HIGH sets the y axis (a diverging curve would otherwise flatten the others)."""
+    from metarl.evaluation import plots
+
+    seen = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, out: (seen.append(fig.axes[0].get_ylim()), save(fig, out))[1])
+    out = tmp_path / "ylim.png"
+    assert main(["plot", str(sinusoid_runs[0]), "--ylim", "0.25", "3.5", "--out", str(out)]) == 0
+    assert main(["plot", str(sinusoid_runs[0]), "--out", str(out)]) == 0
+    assert seen[0] == (0.25, 3.5) and seen[1] != (0.25, 3.5)
+    _assert_png(out)

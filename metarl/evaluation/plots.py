@@ -153,9 +153,10 @@ def select_curves(sources: Sequence[str | Path], methods: Sequence[str] | None =
 
 
 def plot_runs(sources: Sequence[str | Path], out: str | Path, title: str | None = None,
-              methods: Sequence[str] | None = None) -> Path:
+              methods: Sequence[str] | None = None, ylim: Sequence[float] | None = None) -> Path:
     """Overlay the adaptation curves of several runs in one PNG; labels are ``run: method``.
-    ``methods`` keeps only the curves of those methods (e.g. leave out ``random``)."""
+    ``methods`` keeps only the curves of those methods (e.g. leave out ``random``); ``ylim`` (low,
+    high) fixes the y axis, e.g. when one curve diverges and would flatten the others."""
     if not sources:
         raise PlotError("plot needs at least one run directory")
     curves, metrics, x_labels = select_curves(sources, methods)
@@ -170,6 +171,8 @@ def plot_runs(sources: Sequence[str | Path], out: str | Path, title: str | None 
     _integer_steps(ax)
     ax.set_ylabel(metric + " (mean over test tasks, 95% CI)")
     ax.set_title(title or "adaptation curves")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return _save(fig, out)
