@@ -12,6 +12,7 @@ Every source must hold the same methods and steps and be scored the same way (``
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -37,16 +38,27 @@ def aggregate_seeds(sources: Sequence[str | Path]) -> list[dict]:
             raise PlotError(f"{src}: methods and steps {shape} differ from {sources[0]}'s {expected}; "
                              "evaluate every seed with the same --compare runs and --steps")
     rows = []
-    for method, method_rows in first.items():
-        for k in range(len(method_rows)):
-            means = np.array([float(c[method][k]["mean"]) for c in per_source])
-            halves = np.array([(float(c[method][k]["ci95_high"]) - float(c[method][k]["ci95_low"])) / 2
-                               for c in per_source])
-            rows.append({
-                "method": method, "step": k, "mean": float(means.mean()),
-                "seed_std": float(means.std(ddof=1)), "seed_min": float(means.min()), "seed_max": float(means.max()),
-                "n_seeds": len(means), "task_ci95_halfwidth": float(np.nanmean(halves)),
-            })
+    # A diverged method (inf / nan after some step, e.g. Meta-SGD's one-step rates applied ten times)
+    # gives inf / nan statistics there, as it should, without numpy's warnings.
+    with np.errstate(invalid="ignore", over="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for method, method_rows in first.items():
+            rows.extend(_method_rows(method, len(method_rows), per_source))
+    return rows
+
+
+def _method_rows(method: str, num_steps: int, per_source: list[dict]) -> list[dict]:
+    """One method's rows: per step, statistics of the per-seed means."""
+    rows = []
+    for k in range(num_steps):
+        means = np.array([float(c[method][k]["mean"]) for c in per_source])
+        halves = np.array([(float(c[method][k]["ci95_high"]) - float(c[method][k]["ci95_low"])) / 2
+                           for c in per_source])
+        rows.append({
+            "method": method, "step": k, "mean": float(means.mean()),
+            "seed_std": float(means.std(ddof=1)), "seed_min": float(means.min()), "seed_max": float(means.max()),
+            "n_seeds": len(means), "task_ci95_halfwidth": float(np.nanmean(halves)),
+        })
     return rows
 
 
