@@ -3,7 +3,8 @@
 Inner loop: k gradient steps from the meta-parameters θ, for every task at once. Adapted
 parameters are per-task dicts (each leaf has a leading task dimension M) evaluated with vmap, so
 the tasks of a meta-batch never run in a Python loop. The inner loss is REINFORCE with the linear
-feature baseline (RL tasks) or the task's differentiable loss on the K support samples (H = 1).
+feature baseline (RL tasks; ``estimator`` picks the surrogate, see
+metarl.algos.maml.estimators) or the task's differentiable loss on the K support samples (H = 1).
 The graph through the inner steps is kept (second order) unless ``first_order``.
 
 Outer update: TRPO on the post-update policies for RL (surrogate and KL computed through the
@@ -32,6 +33,7 @@ from metarl.common.baseline import LinearFeatureBaseline
 from metarl.sampling.collector import Collector, EpisodeBatch
 from metarl.common.policies import Params, Policy, expand_params, policy_forward
 from metarl.common.returns import discounted_returns, gae, normalize_per_column_group
+from metarl.algos.maml.estimators import surrogate_terms
 from metarl.algos.maml.fisher import InnerData, OuterLinearization, mlp_spec
 from metarl.common.trpo import trpo_step
 
@@ -63,6 +65,7 @@ class MAML:
         self.metric = "loss" if self.supervised else "return"
         self.loss_fn = collector.supervised_loss
         self.baseline = LinearFeatureBaseline()
+        self.surrogate_terms = surrogate_terms(cfg.estimator)
         # Meta-SGD: one learned inner learning rate per parameter entry.
         self.inner_lrs: torch.nn.ParameterDict | None = None
         if cfg.learn_inner_lr:
@@ -99,7 +102,7 @@ class MAML:
             return _per_task_mean(loss, batch.valid, num_tasks)
         dist = self.policy.distribution(policy_forward(self.policy, batch.obs, params, num_tasks))
         logp = dist.log_prob(batch.actions)
-        return -_per_task_mean(logp * data.advantages, batch.valid, num_tasks)
+        return -_per_task_mean(self.surrogate_terms(logp, data.advantages, batch.valid), batch.valid, num_tasks)
 
     def inner_step(self, params: Params, data: InnerData, num_tasks: int, create_graph: bool, lr: float | None = None) -> Params:
         """One gradient step for every task: θ_i' = θ_i - α ∇L_i(θ_i)."""
@@ -246,6 +249,8 @@ class MAML:
         cfg = self.cfg
         params = self.meta_parameters()
         spec = mlp_spec(self.policy) if self.fisher == "gauss_newton" else None
+        if cfg.estimator != "reinforce":
+            spec = None  # the hand-derived inner Hessians are REINFORCE's; other estimators use autograd
         if any(d.batch.obs.dim() != 3 or d.batch.policy_inputs is not None for d in (*inner, query)):
             spec = None  # the hand-derived path handles flat observations [T, B, D] only
         if spec is not None:
