@@ -2,7 +2,7 @@
 
 ``ExperimentConfig`` is the root of the config tree; every section's dataclass lives beside the code
 it configures (``env``/``collector``: metarl/sampling/config.py, ``policy``: metarl/common/policies.py,
-``maml``: metarl/algos/maml/config.py, ``rl2``: metarl/algos/rl2/config.py, ``eval``:
+``maml``: metarl/algos/maml/config.py, ``promp``: metarl/algos/promp/config.py, ``rl2``: metarl/algos/rl2/config.py, ``eval``:
 metarl/evaluation/config.py, ``train``: here). :func:`build_experiment` turns a config into a
 collector, a policy and an algorithm; :func:`load_run` does the same for a run directory and loads
 a checkpoint; :func:`evaluate_run` is ``metarl evaluate``. Training itself is :mod:`metarl.train`.
@@ -22,6 +22,7 @@ import torch
 
 from metarl.algos.maml import MAML, MAMLConfig
 from metarl.algos.oracle import OracleTrainer
+from metarl.algos.promp import ProMP, ProMPConfig
 from metarl.algos.rl2 import RL2, RL2Config
 from metarl.common import config
 from metarl.common.checkpoint import CheckpointError, list_checkpoints, load_latest_checkpoint
@@ -80,7 +81,7 @@ class TrainConfig:
 class ExperimentConfig:
     """One experiment: which algorithm, on what, with which settings."""
 
-    algo: Literal["maml", "rl2", "pretrain", "oracle"] = "maml"
+    algo: Literal["maml", "promp", "rl2", "pretrain", "oracle"] = "maml"
     """Which algorithm trains."""
     seed: int = 0
     """Master seed; every RNG stream of the run derives from it."""
@@ -89,7 +90,9 @@ class ExperimentConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     """The policy (or regressor) network."""
     maml: MAMLConfig = field(default_factory=MAMLConfig)
-    """MAML inner loop and meta-optimiser (also the fine-tuning loop of the pretrain/oracle baselines)."""
+    """MAML inner loop and meta-optimiser (also the inner loop of promp and the fine-tuning loop of the pretrain/oracle baselines)."""
+    promp: ProMPConfig = field(default_factory=ProMPConfig)
+    """ProMP's outer update (its inner loop is maml:'s; maml.outer and the TRPO keys are unused)."""
     rl2: RL2Config = field(default_factory=RL2Config)
     """RL² settings."""
     collector: CollectorConfig = field(default_factory=CollectorConfig)
@@ -102,6 +105,11 @@ class ExperimentConfig:
     def validate(self) -> None:
         # numpy's SeedSequence rejects negative seeds.
         check_range(self, "seed", ge=0)
+        if self.algo == "promp" and self.maml.estimator != "reinforce":
+            raise ConfigError(f"maml.estimator = {self.maml.estimator} is MAML's choice; algo promp's inner step is "
+                              "always its LVC objective (leave maml.estimator unset)")
+        if self.algo == "promp" and self.maml.learn_inner_lr:
+            raise ConfigError("maml.learn_inner_lr: true (Meta-SGD) needs algo maml; promp adapts with maml.inner_lr")
         if self.maml.learn_inner_lr:
             if self.algo == "pretrain":
                 raise ConfigError("maml.learn_inner_lr: true needs algo maml; pretrain takes no inner step to learn rates from")
@@ -189,13 +197,15 @@ def build_algorithm(cfg: ExperimentConfig, collector: Collector, policy: torch.n
             support = mc.episodes_per_task * (min(mc.inner_steps, 1) if collector.supervised else mc.inner_steps)
             mc = replace(mc, inner_steps=0, query_episodes_per_task=(mc.query_episodes_per_task or mc.episodes_per_task) + support)
         return MAML(policy, collector, mc, device=cfg.collector.device)
+    if cfg.algo == "promp":
+        return ProMP(policy, collector, cfg.maml, cfg.promp, device=cfg.collector.device)
     if cfg.algo == "rl2":
 
         return RL2(policy, collector, cfg.rl2, device=cfg.collector.device)
     if cfg.algo == "oracle":
 
         return OracleTrainer(cfg, collector)
-    raise RunError(f"unknown algo {cfg.algo!r}; expected maml, pretrain, rl2 or oracle")
+    raise RunError(f"unknown algo {cfg.algo!r}; expected maml, promp, pretrain, rl2 or oracle")
 
 
 def build_policy(cfg: ExperimentConfig, collector: Collector) -> torch.nn.Module:
@@ -249,6 +259,10 @@ def method_name(cfg) -> str:
     return "metasgd" if cfg.algo == "maml" and cfg.maml.learn_inner_lr else cfg.algo
 
 
+#: algorithms whose curve is gradient steps from a meta-learned initialisation (compared with a random one)
+GRADIENT_BASED = ("maml", "pretrain", "promp")
+
+
 def _horizon(cfg) -> int:
     return cfg.env.horizon if cfg.env.horizon is not None else horizon(cfg.env.id)
 
@@ -276,7 +290,7 @@ def evaluate_run(
     test_tasks = eval_collector(cfg, ev).sample_tasks(ev.tasks, np.random.default_rng(ev.seed))
 
     curves: dict[str, np.ndarray] = {method_name(cfg): exp.algo.adaptation_curve(test_tasks, eval_collector(cfg, ev), ev)}
-    if cfg.algo in ("maml", "pretrain"):
+    if cfg.algo in GRADIENT_BASED:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ev.seed + 1)
             random_policy = build_policy(cfg, exp.collector)
@@ -284,7 +298,7 @@ def evaluate_run(
         # (eval.inner_lr*, else maml.inner_lr), also when the run is Meta-SGD.
         random_algo = MAML(random_policy, exp.collector, replace(cfg.maml, learn_inner_lr=False))
         curves["random"] = random_algo.adaptation_curve(test_tasks, eval_collector(cfg, ev), ev)
-    gradient_based = {method_name(cfg): exp.algo} if cfg.algo in ("maml", "pretrain") else {}
+    gradient_based = {method_name(cfg): exp.algo} if cfg.algo in GRADIENT_BASED else {}
     for other in compare:
         other = Path(other)
         ocfg, oexp, _ = load_run(other, None)
@@ -299,7 +313,7 @@ def evaluate_run(
             oev = replace(ev, inner_lr=None, inner_lr_after_first=None)
             print(f"{name}: a Meta-SGD run, adapts with its learned per-parameter rates, not eval.inner_lr*")
         curves[name] = oexp.algo.adaptation_curve(test_tasks, eval_collector(ocfg, oev), oev)
-        if ocfg.algo in ("maml", "pretrain"):
+        if ocfg.algo in GRADIENT_BASED:
             gradient_based[name] = oexp.algo
 
     metric = getattr(exp.algo, "metric", "return")

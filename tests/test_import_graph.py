@@ -139,3 +139,13 @@ def test_algorithm_families_do_not_import_each_other():
 def test_no_import_cycles():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_every_package_is_installed():
+    """pyproject.toml lists packages explicitly; one left out imports from a checkout (editable
+    installs) but is missing from a wheel, so the list must name every package folder."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {name for name, path in module_files().items() if path.name == "__init__.py"}
+    assert found - listed == set(), f"packages missing from pyproject.toml: {sorted(found - listed)}"

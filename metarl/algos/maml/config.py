@@ -22,6 +22,8 @@ class MAMLConfig:
     """Inner-loop gradient steps per task during meta-training."""
     inner_lr: float = 0.1
     """Step size of the inner-loop gradient step."""
+    estimator: Literal["reinforce", "lvc", "dice"] = "reinforce"
+    """Inner-loop surrogate (its Hessian shapes the meta-gradient): reinforce (MAML), lvc (ProMP, Rothfuss et al. 2019), dice (Foerster et al. 2018)."""
     first_order: bool = False
     """First-order MAML: do not backpropagate through the inner-loop gradient."""
     learn_inner_lr: bool = False

@@ -8,22 +8,13 @@ checks every product against that path.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
+from metarl.common.adaptation import InnerData
 from metarl.common.policies import Params
 from metarl.common.trpo import flatten, unflatten_like
-from metarl.sampling.collector import EpisodeBatch
-
-
-@dataclass
-class InnerData:
-    """One inner step's episodes with their (fixed) advantages (MAML's inner and query data)."""
-
-    batch: EpisodeBatch
-    advantages: torch.Tensor | None  # [T, B]; None for supervised tasks
 
 
 # ---------------------------------------------------------------------------------------------------
