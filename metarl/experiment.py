@@ -10,6 +10,7 @@ a checkpoint; :func:`evaluate_run` is ``metarl evaluate``. Training itself is :m
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
 import os
@@ -344,14 +345,26 @@ def evaluate_run(
 # ---------------------------------------------------------------------------------------------------
 
 TUNE_FILE = "tune.csv"
+#: the test-time settings ``metarl tune`` chooses; the task count, steps, seed and episode count define
+#: the validation protocol itself and eval.deterministic the scoring, so none of those is tuned
+TUNABLE = ("eval.inner_lr", "eval.inner_lr_after_first")
+
+
+@contextlib.contextmanager
+def _closing(collector: Collector):
+    """A collector closed after use (its vector envs hold MuJoCo threads and buffers)."""
+    try:
+        yield collector
+    finally:
+        collector.close()
 
 
 def parse_grid(text: str) -> tuple[str, list[Any]]:
     """``"eval.inner_lr=0.01,0.02"`` -> ``("eval.inner_lr", [0.01, 0.02])`` (each value read as YAML)."""
     key, _ = parse_override(text)
     raw_values = text.split("=", 1)[1].split(",")
-    if not key.startswith("eval.") or any(not v.strip() for v in raw_values):
-        raise ConfigError(f"--grid expects eval.KEY=V1,V2,... (test-time settings only), got {text!r}")
+    if key not in TUNABLE or any(not v.strip() for v in raw_values):
+        raise ConfigError(f"--grid expects KEY=V1,V2,... with KEY one of {', '.join(TUNABLE)}, got {text!r}")
     return key, [parse_override(f"{key}={v}")[1] for v in raw_values]
 
 
@@ -380,24 +393,36 @@ def tune_run(
     base = replace(cfg.eval, steps=cfg.eval.steps if steps is None else steps,
                    tasks=cfg.eval.tasks if tasks is None else tasks, seed=seed,
                    episodes_per_task=cfg.eval.episodes_per_task or cfg.maml.episodes_per_task)
-    val_tasks = eval_collector(cfg, base).sample_tasks(base.tasks, np.random.default_rng(seed))
-    metric = getattr(exp.algo, "metric", "return")
-    rows = []
+    if base.steps < 1 or base.tasks < 1:
+        raise RunError(f"tune needs --steps >= 1 and --tasks >= 1, got steps={base.steps}, tasks={base.tasks}")
+    # Every combination is checked before any is scored (e.g. eval.inner_lr is refused for a Meta-SGD run).
+    trials = []
     for combo in itertools.product(*(values for _, values in axes)):
         settings = [f"{key}={value}" for (key, _), value in zip(axes, combo)]
         trial = cfg
         for item in settings:
             trial = set_by_path(trial, *parse_override(item))
-        validate_config(trial)  # e.g. refuses eval.inner_lr for a Meta-SGD run
-        ev = replace(trial.eval, steps=base.steps, tasks=base.tasks, seed=seed,
-                     episodes_per_task=base.episodes_per_task)
-        means = exp.algo.adaptation_curve(val_tasks, eval_collector(trial, ev), ev).mean(axis=1)
-        rows.append({"settings": settings, "means": [float(m) for m in means]})
+        validate_config(trial)
+        trials.append((settings, replace(base, **{k.split(".", 1)[1]: getattr(trial.eval, k.split(".", 1)[1])
+                                                  for k in TUNABLE})))
+    with _closing(eval_collector(cfg, base)) as collector:
+        val_tasks = collector.sample_tasks(base.tasks, np.random.default_rng(seed))
+    metric = getattr(exp.algo, "metric", "return")
+    rows = []
+    for settings, ev in trials:
+        # A fresh collector with the validation seed for every combination: common random numbers.
+        with _closing(eval_collector(cfg, ev)) as collector:
+            curve = exp.algo.adaptation_curve(val_tasks, collector, ev)
+        rows.append({"settings": settings, "means": [float(m) for m in curve.mean(axis=1)]})
         print(step_line(" ".join(s.split(".", 1)[1] for s in settings), metric, rows[-1]["means"], digits=3),
               flush=True)
-    # Higher return / lower loss is better; a diverged combination (nan) is the worst, never chosen.
+    # Higher return / lower loss is better; a diverged combination (inf or nan) is never chosen.
     sign = -1.0 if metric == "loss" else 1.0
-    best = int(np.argmax(np.nan_to_num([sign * r["means"][-1] for r in rows], nan=-np.inf)))
+    score = np.array([sign * r["means"][-1] for r in rows])
+    if not np.isfinite(score).any():
+        raise RunError(f"every combination of the grid diverged on the validation tasks (no finite {metric} "
+                       f"after step {base.steps}); try smaller step sizes")
+    best = int(np.argmax(np.where(np.isfinite(score), score, -np.inf)))
     out = Path(out_dir) if out_dir is not None else run_dir / "tune"
     out.mkdir(parents=True, exist_ok=True)
     with open(out / TUNE_FILE, "w", newline="") as f:

@@ -10,6 +10,7 @@ import simulated_blas
 torch.set_num_threads(1)
 
 # METARL_TEST_OTHER_BLAS=1: matrix products whose rows depend on the call's shape, as on some CPUs
-# (see tests/simulated_blas.py); .ci/run runs the determinism tests once more under it.
+# (see tests/simulated_blas.py); .ci/run runs the whole suite once more under it (subprocess tests,
+# e.g. the CLI's, do not load this file and run unpatched).
 if simulated_blas.enabled():
     simulated_blas.install()

@@ -14,7 +14,7 @@ from metarl.cli import main
 from metarl.evaluation.curves import write_results
 from metarl.evaluation.plots import PlotError
 from metarl.evaluation.seeds import aggregate_seeds
-from metarl.experiment import evaluate_run, tune_run
+from metarl.experiment import RunError, evaluate_run, tune_run
 
 SMALL_SINUSOID = ["train.show_progress=false", "collector.num_threads=1", "maml.meta_batch_size=5",
                   "train.iterations=30", "train.checkpoint_every=30", "eval.tasks=20", "eval.steps=2"]
@@ -59,13 +59,19 @@ def test_tune_never_chooses_a_diverged_setting(sinusoid_run, tmp_path):
     res = tune_run(sinusoid_run, ["eval.inner_lr=1e6,0.01"], seed=2000, out_dir=tmp_path)
     assert not np.isfinite(res["rows"][0]["means"][-1])
     assert res["chosen"] == ["eval.inner_lr=0.01"]
+    with pytest.raises(RunError, match="every combination of the grid diverged"):
+        tune_run(sinusoid_run, ["eval.inner_lr=1e6,1e7"], seed=2000, out_dir=tmp_path)
 
 
 @pytest.mark.parametrize("args, message", [
     (["--grid", "eval.inner_lr=0.01", "--seed", "1000"], "--seed 1000 is the test-task stream"),
-    (["--grid", "maml.inner_lr=0.01", "--seed", "2000"], "--grid expects eval.KEY=V1,V2"),
-    (["--grid", "eval.inner_lr=0.01,", "--seed", "2000"], "--grid expects eval.KEY=V1,V2"),
+    (["--grid", "maml.inner_lr=0.01", "--seed", "2000"], "--grid expects KEY=V1,V2,... with KEY one of"),
+    (["--grid", "eval.tasks=5,10", "--seed", "2000"], "--grid expects KEY=V1,V2,... with KEY one of"),
+    (["--grid", "eval.deterministic=true,false", "--seed", "2000"], "--grid expects KEY=V1,V2,... with KEY one of"),
+    (["--grid", "eval.inner_lr=0.01,", "--seed", "2000"], "--grid expects KEY=V1,V2,... with KEY one of"),
     (["--seed", "2000"], "tune needs at least one --grid"),
+    (["--grid", "eval.inner_lr=0.01", "--seed", "2000", "--steps", "0"], "tune needs --steps >= 1"),
+    (["--grid", "eval.inner_lr=0.01,0", "--seed", "2000"], "eval.inner_lr = 0.0 is out of range"),
 ])
 def test_tune_bad_input_is_one_line(sinusoid_run, capsys, args, message):
     assert main(["tune", str(sinusoid_run), *args]) == 2
@@ -103,3 +109,6 @@ def test_seeds_refuses_unlike_evaluations(tmp_path):
         aggregate_seeds([a, c])
     with pytest.raises(PlotError, match="at least 2 seeds"):
         aggregate_seeds([a])
+    d = _fake_eval(tmp_path, "d", {"maml": np.zeros((3, 5))})
+    with pytest.raises(PlotError, match="test tasks"):
+        aggregate_seeds([a, d])

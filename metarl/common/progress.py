@@ -2,8 +2,9 @@
 
 A progress bar redraws itself with carriage returns, which a terminal overwrites and a log file keeps:
 3000 sinusoid iterations left about 3000 bar frames in ``make demo``'s log. When the stream is not a
-terminal, :class:`ProgressLines` prints one short line at every tenth of the run and at least every
-``every_s`` seconds (so a slow run still shows it is alive), plus the last iteration.
+terminal, :class:`ProgressLines` prints one short line each time another tenth of the run has passed
+since its last line, and at least every ``every_s`` seconds (so a slow run still shows it is alive),
+plus the last iteration.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ class EvalConfig:
     seed: int = 1000
     """Seed of the held-out test task stream, separate from training."""
     deterministic: bool = False
-    """Score every method of the evaluation (MAML, pretrain, random, RL², oracle) with its mean action instead of sampled actions; adaptation episodes stay sampled. No effect on H=1 tasks."""
+    """Score every method of the evaluation (MAML, Meta-SGD, ProMP, pretrain, random, RL², oracle) with its mean action instead of sampled actions. Gradient-based methods still adapt on sampled episodes; RL² adapts within the trial it is scored on, so its whole trial uses mean actions. No effect on H=1 tasks."""
 
     def validate(self) -> None:
         check_range(self, "tasks", ge=1)

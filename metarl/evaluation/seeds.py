@@ -37,6 +37,11 @@ def aggregate_seeds(sources: Sequence[str | Path]) -> list[dict]:
         if shape != expected:
             raise PlotError(f"{src}: methods and steps {shape} differ from {sources[0]}'s {expected}; "
                              "evaluate every seed with the same --compare runs and --steps")
+        tasks = {r.get("n_tasks") for rows in curves.values() for r in rows}
+        expected_tasks = {r.get("n_tasks") for rows in first.values() for r in rows}
+        if tasks != expected_tasks:
+            raise PlotError(f"{src}: scored on {sorted(tasks)} test tasks, {sources[0]} on {sorted(expected_tasks)}; "
+                            "evaluate every seed on the same --tasks")
     rows = []
     # A diverged method (inf / nan after some step, e.g. Meta-SGD's one-step rates applied ten times)
     # gives inf / nan statistics there, as it should, without numpy's warnings.
