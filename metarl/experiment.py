@@ -254,6 +254,15 @@ def load_run(run_dir: Path, checkpoint: int | None, overrides: Sequence[str] = (
 # ---------------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _closing(collector: Collector):
+    """A collector closed after use (its vector envs hold MuJoCo threads and buffers)."""
+    try:
+        yield collector
+    finally:
+        collector.close()
+
+
 def method_name(cfg) -> str:
     """The name of a run's curve in an evaluation: its algo, or ``metasgd`` for MAML with learned
     per-parameter inner rates (a method of its own in every comparison)."""
@@ -288,9 +297,15 @@ def evaluate_run(
                  episodes_per_task=cfg.eval.episodes_per_task or cfg.maml.episodes_per_task)
     if ev.steps < 0 or ev.tasks < 1:
         raise RunError(f"evaluate needs --steps >= 0 and --tasks >= 1, got steps={ev.steps}, tasks={ev.tasks}")
-    test_tasks = eval_collector(cfg, ev).sample_tasks(ev.tasks, np.random.default_rng(ev.seed))
+    with _closing(eval_collector(cfg, ev)) as collector:
+        test_tasks = collector.sample_tasks(ev.tasks, np.random.default_rng(ev.seed))
 
-    curves: dict[str, np.ndarray] = {method_name(cfg): exp.algo.adaptation_curve(test_tasks, eval_collector(cfg, ev), ev)}
+    def curve(algo, run_cfg, run_ev) -> np.ndarray:
+        # Every method gets a fresh collector with the evaluation seed (common random numbers), closed after.
+        with _closing(eval_collector(run_cfg, run_ev)) as collector:
+            return algo.adaptation_curve(test_tasks, collector, run_ev)
+
+    curves: dict[str, np.ndarray] = {method_name(cfg): curve(exp.algo, cfg, ev)}
     if cfg.algo in GRADIENT_BASED:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ev.seed + 1)
@@ -298,7 +313,7 @@ def evaluate_run(
         # A random initialisation has no learned rates: it adapts with the scalar step sizes
         # (eval.inner_lr*, else maml.inner_lr), also when the run is Meta-SGD.
         random_algo = MAML(random_policy, exp.collector, replace(cfg.maml, learn_inner_lr=False))
-        curves["random"] = random_algo.adaptation_curve(test_tasks, eval_collector(cfg, ev), ev)
+        curves["random"] = curve(random_algo, cfg, ev)
     gradient_based = {method_name(cfg): exp.algo} if cfg.algo in GRADIENT_BASED else {}
     for other in compare:
         other = Path(other)
@@ -313,7 +328,7 @@ def evaluate_run(
         if getattr(oexp.algo, "inner_lrs", None) is not None and (ev.inner_lr, ev.inner_lr_after_first) != (None, None):
             oev = replace(ev, inner_lr=None, inner_lr_after_first=None)
             print(f"{name}: a Meta-SGD run, adapts with its learned per-parameter rates, not eval.inner_lr*")
-        curves[name] = oexp.algo.adaptation_curve(test_tasks, eval_collector(ocfg, oev), oev)
+        curves[name] = curve(oexp.algo, ocfg, oev)
         if ocfg.algo in GRADIENT_BASED:
             gradient_based[name] = oexp.algo
 
@@ -348,15 +363,6 @@ TUNE_FILE = "tune.csv"
 #: the test-time settings ``metarl tune`` chooses; the task count, steps, seed and episode count define
 #: the validation protocol itself and eval.deterministic the scoring, so none of those is tuned
 TUNABLE = ("eval.inner_lr", "eval.inner_lr_after_first")
-
-
-@contextlib.contextmanager
-def _closing(collector: Collector):
-    """A collector closed after use (its vector envs hold MuJoCo threads and buffers)."""
-    try:
-        yield collector
-    finally:
-        collector.close()
 
 
 def parse_grid(text: str) -> tuple[str, list[Any]]:
