@@ -7,6 +7,9 @@ from typing import Literal
 
 from metarl.common.config import check_range
 
+#: the inner-loop surrogates of metarl.algos.maml.estimators (the one list of their names)
+Estimator = Literal["reinforce", "lvc", "dice"]
+
 
 @dataclass
 class MAMLConfig:
@@ -22,7 +25,7 @@ class MAMLConfig:
     """Inner-loop gradient steps per task during meta-training."""
     inner_lr: float = 0.1
     """Step size of the inner-loop gradient step."""
-    estimator: Literal["reinforce", "lvc", "dice"] = "reinforce"
+    estimator: Estimator = "reinforce"
     """Inner-loop surrogate (its Hessian shapes the meta-gradient): reinforce (MAML), lvc (ProMP, Rothfuss et al. 2019), dice (Foerster et al. 2018)."""
     first_order: bool = False
     """First-order MAML: do not backpropagate through the inner-loop gradient."""

@@ -19,12 +19,14 @@ second derivative, which is what MAML's meta-gradient differentiates through the
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, get_args
 
 import torch
 
+from metarl.algos.maml.config import Estimator
+
 #: The names ``maml.estimator`` accepts.
-ESTIMATORS = ("reinforce", "lvc", "dice")
+ESTIMATORS = get_args(Estimator)
 
 
 def magic_box(x: torch.Tensor) -> torch.Tensor:
