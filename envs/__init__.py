@@ -13,6 +13,10 @@ TASK_DISTRIBUTIONS = {
     "metarl/HalfCheetahVel-v0": ("metarl.envs.half_cheetah:HalfCheetahVelEnv", 200, {}),
     "metarl/HalfCheetahDir-v0": ("metarl.envs.half_cheetah:HalfCheetahDirEnv", 200, {}),
     "metarl/Bandit-v0": ("metarl.envs.bandit:BanditEnv", 10, {"n_arms": 10, "n_pulls": 10}),
+    # PEARL's locomotion suite (Rakelly et al. 2019); H = 200, PEARL's max_path_length
+    "metarl/AntDir-v0": ("metarl.envs.ant:AntDirEnv", 200, {}),
+    "metarl/AntGoal-v0": ("metarl.envs.ant:AntGoalEnv", 200, {}),
+    "metarl/Walker2DRandParams-v0": ("metarl.envs.walker:Walker2DRandParamsEnv", 200, {}),
     "metarl/TabularMDP-v0": ("metarl.envs.tabular_mdp:TabularMDPEnv", 10, {"n_states": 10, "n_actions": 5}),
 }
 
