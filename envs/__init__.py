@@ -16,6 +16,7 @@ TASK_DISTRIBUTIONS = {
     # PEARL's locomotion suite (Rakelly et al. 2019); H = 200, PEARL's max_path_length
     "metarl/AntDir-v0": ("metarl.envs.ant:AntDirEnv", 200, {}),
     "metarl/AntGoal-v0": ("metarl.envs.ant:AntGoalEnv", 200, {}),
+    "metarl/HumanoidDir-v0": ("metarl.envs.humanoid:HumanoidDirEnv", 200, {}),
     "metarl/Walker2DRandParams-v0": ("metarl.envs.walker:Walker2DRandParamsEnv", 200, {}),
     "metarl/TabularMDP-v0": ("metarl.envs.tabular_mdp:TabularMDPEnv", 10, {"n_states": 10, "n_actions": 5}),
 }

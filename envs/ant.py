@@ -28,17 +28,9 @@ import gymnasium as gym
 import numpy as np
 
 from metarl.common.tasks import check_sample_tasks_args
-from metarl.envs.mujoco_tasks import BatchedMujocoTaskEnv, MujocoTaskEnv, ctrl_cost
+from metarl.envs.mujoco_tasks import BatchedMujocoTaskEnv, MujocoTaskEnv, ctrl_cost, real_number
 
 HEALTHY_Z = (0.2, 1.0)  # oyster ant_dir.py: 0.2 <= torso z <= 1.0, closed at both ends
-
-
-def _real(value, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-        raise TypeError(f"{where} must be a real number, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{where} must be finite, got {value!r}")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -48,7 +40,7 @@ class AntDirTask:
     angle: float
 
     def __post_init__(self):
-        object.__setattr__(self, "angle", _real(self.angle, "AntDirTask.angle"))
+        object.__setattr__(self, "angle", real_number(self.angle, "AntDirTask.angle"))
 
 
 @dataclass(frozen=True)
@@ -59,8 +51,8 @@ class AntGoalTask:
     y: float
 
     def __post_init__(self):
-        object.__setattr__(self, "x", _real(self.x, "AntGoalTask.x"))
-        object.__setattr__(self, "y", _real(self.y, "AntGoalTask.y"))
+        object.__setattr__(self, "x", real_number(self.x, "AntGoalTask.x"))
+        object.__setattr__(self, "y", real_number(self.y, "AntGoalTask.y"))
 
 
 class _AntTaskEnv(MujocoTaskEnv):

@@ -53,6 +53,15 @@ def check_params(ctrl_cost_weight: Any, reset_noise_scale: Any, frame_skip: Any,
         raise ValueError(f"terminate_when_unhealthy must be True or False, got {terminate_when_unhealthy!r}")
 
 
+def real_number(value: Any, where: str) -> float:
+    """A finite real task value as a plain float (tasks compare, hash and pickle alike whatever came in)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"{where} must be a real number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{where} must be finite, got {value!r}")
+    return float(value)
+
+
 def ctrl_cost(weight: float, actions: np.ndarray) -> np.ndarray:
     """weight * ||a||^2 over the last axis, in float64; single and batched envs share the summation order."""
     return weight * np.sum(np.square(actions), axis=-1)

@@ -1,4 +1,4 @@
-"""PEARL's locomotion task distributions (AntDir, AntGoal, Walker2DRandParams) and their batched twins."""
+"""PEARL's locomotion task distributions (AntDir, AntGoal, HumanoidDir, Walker2DRandParams) and their batched twins."""
 
 from __future__ import annotations
 
@@ -13,15 +13,18 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 
 import metarl.envs  # noqa: F401  (registers metarl/...)
 from metarl.envs.ant import AntDirEnv, AntDirTask, AntGoalEnv, AntGoalTask, BatchedAntDir, BatchedAntGoal
+from metarl.envs.humanoid import BatchedHumanoidDir, HumanoidDirEnv, HumanoidDirTask
 from metarl.envs.walker import BatchedWalker2DRandParams, Walker2DParamsTask, Walker2DRandParamsEnv
 from metarl.sampling.vector import make_vector_env
 
 ANT_DIR, ANT_GOAL, WALKER = "metarl/AntDir-v0", "metarl/AntGoal-v0", "metarl/Walker2DRandParams-v0"
-IDS = [ANT_DIR, ANT_GOAL, WALKER]
+HUMANOID = "metarl/HumanoidDir-v0"
+IDS = [ANT_DIR, ANT_GOAL, HUMANOID, WALKER]
 #: id -> (observation size, action size, dt, single class, batched class)
 SHAPES = {
     ANT_DIR: (27, 8, 0.05, AntDirEnv, BatchedAntDir),
     ANT_GOAL: (29, 8, 0.05, AntGoalEnv, BatchedAntGoal),
+    HUMANOID: (45, 17, 0.015, HumanoidDirEnv, BatchedHumanoidDir),
     WALKER: (17, 6, 0.008, Walker2DRandParamsEnv, BatchedWalker2DRandParams),
 }
 
@@ -38,6 +41,10 @@ def _expected(env_id, task, qpos_before, qpos_after, action, dt):
         v = (qpos_after[:2] - qpos_before[:2]) / dt
         forward = v[0] * math.cos(task.angle) + v[1] * math.sin(task.angle)
         return forward - 0.5 * a2 + 1.0, 0.2 <= qpos_after[2] <= 1.0
+    if env_id == HUMANOID:
+        v = (qpos_after[:2] - qpos_before[:2]) / dt
+        forward = 1.25 * (v[0] * math.cos(task.angle) + v[1] * math.sin(task.angle))
+        return forward - 0.1 * a2 + 5.0, 1.0 <= qpos_after[2] <= 2.0
     if env_id == ANT_GOAL:
         return -(abs(qpos_after[0] - task.x) + abs(qpos_after[1] - task.y)) - 0.1 * a2, True
     v = (qpos_after[0] - qpos_before[0]) / dt
@@ -104,12 +111,14 @@ def test_sample_tasks_reproducible_distinct_hashable(env_id, single_envs):
         base.sample_tasks(3, 0)
 
 
-def test_ant_dir_angles_uniform_on_the_circle(single_envs):
-    angles = np.array([t.angle for t in single_envs[ANT_DIR].unwrapped.sample_tasks(4000, np.random.default_rng(0))])
+@pytest.mark.parametrize("env_id", [ANT_DIR, HUMANOID])
+def test_directions_uniform_on_the_circle(env_id, single_envs):
+    angles = np.array([t.angle for t in single_envs[env_id].unwrapped.sample_tasks(4000, np.random.default_rng(0))])
     assert angles.min() >= 0 and angles.max() < 2 * np.pi
     counts = np.histogram(angles, bins=8, range=(0, 2 * np.pi))[0]
     assert counts.min() > 400 and counts.max() < 600  # 500 expected per bin
-    np.testing.assert_allclose(AntDirEnv.task_to_array(AntDirTask(np.pi / 2)), [0, 1], atol=1e-7)
+    task = single_envs[env_id].unwrapped.task_type(np.pi / 2)
+    np.testing.assert_allclose(single_envs[env_id].unwrapped.task_to_array(task), [0, 1], atol=1e-7)
 
 
 def test_ant_goals_uniform_on_the_disc_of_radius_3(single_envs):
@@ -145,6 +154,8 @@ def test_task_values_are_checked(single_envs):
         AntDirTask("east")
     with pytest.raises(TypeError, match="True"):
         AntGoalTask(True, 0.0)
+    with pytest.raises(ValueError, match="inf"):
+        HumanoidDirTask(float("inf"))
     with pytest.raises(ValueError, match="positive"):
         Walker2DParamsTask(body_mass=(1.0, -2.0))
     with pytest.raises(TypeError, match="flat sequence"):
@@ -210,7 +221,7 @@ def test_reward_and_termination_match_pearl_formulas(env_id, single_envs):
             assert info["x_position"] == base.data.qpos[0]
             if env_id == WALKER:
                 want_obs = np.concatenate([base.data.qpos[1:], np.clip(base.data.qvel, -10, 10)])
-            elif env_id == ANT_DIR:
+            elif env_id in (ANT_DIR, HUMANOID):
                 want_obs = np.concatenate([base.data.qpos[2:], base.data.qvel])
             else:
                 want_obs = np.concatenate([base.data.qpos, base.data.qvel])
@@ -226,13 +237,13 @@ def test_reward_and_termination_match_pearl_formulas(env_id, single_envs):
 
 def test_unhealthy_terminates_unless_switched_off():
     for kwargs, want in (({}, True), ({"terminate_when_unhealthy": False}, False)):
-        for env in (AntDirEnv(**kwargs), Walker2DRandParamsEnv(**kwargs)):
+        # torso far too high for the ant (healthy: 0.2 <= z <= 1), too low for the humanoid (1 <= z <= 2)
+        # and the walker (0.8 < z < 2)
+        for env, index, z in ((AntDirEnv(**kwargs), 2, 1.5), (HumanoidDirEnv(**kwargs), 2, 0.5),
+                              (Walker2DRandParamsEnv(**kwargs), 1, 0.1)):
             env.reset(seed=0)
             qpos = env.data.qpos.copy()
-            if isinstance(env, AntDirEnv):
-                qpos[2] = 1.5  # torso far too high (healthy: 0.2 <= z <= 1)
-            else:
-                qpos[1] = 0.1  # torso far too low (healthy: 0.8 < z < 2)
+            qpos[index] = z
             env.set_state(qpos, env.data.qvel.copy())
             assert env.step(np.zeros(env.action_space.shape, np.float32))[2] is want
             env.close()
@@ -248,6 +259,8 @@ def test_unhealthy_terminates_unless_switched_off():
 @pytest.mark.parametrize("env_id,stock_id,kwargs", [
     (ANT_DIR, "Ant-v5", {"include_cfrc_ext_in_observation": False}),
     (WALKER, "Walker2d-v5", {}),
+    (HUMANOID, "Humanoid-v5", {f"include_{k}_in_observation": False
+                               for k in ("cinert", "cvel", "qfrc_actuator", "cfrc_ext")}),
 ])
 def test_default_task_is_the_gymnasium_v5_physics(env_id, stock_id, kwargs):
     """Bit-identical observations to stock v5 when its solver warm start is also zeroed per step."""
