@@ -47,3 +47,18 @@ def test_rl2_config_runs_one_iteration(tmp_path, name):
     steps = float(rows[0]["env_steps_total"])
     assert 0 < steps <= 2 * 2 * 4
     assert np.isfinite(float(rows[0]["return/trial"]))
+
+
+def test_termination_can_be_switched_off_from_the_config(tmp_path):
+    """With env.kwargs.terminate_when_unhealthy=false every episode runs the whole horizon."""
+    cfg = load_config("experiments/walker2d_rand_params_maml.yaml", [
+        "train.iterations=1", "train.show_progress=false", "maml.meta_batch_size=2", "maml.episodes_per_task=2",
+        "env.horizon=60", "policy.hidden_sizes=[16]", "collector.num_threads=1",
+        "env.kwargs.terminate_when_unhealthy=false"])
+    rows = _row(train(cfg, tmp_path / "run"))
+    assert float(rows[0]["env_steps_total"]) == 2 * 2 * 2 * 60
+    cfg_default = load_config("experiments/walker2d_rand_params_maml.yaml", [
+        "train.iterations=1", "train.show_progress=false", "maml.meta_batch_size=2", "maml.episodes_per_task=2",
+        "env.horizon=60", "policy.hidden_sizes=[16]", "collector.num_threads=1"])
+    rows = _row(train(cfg_default, tmp_path / "run_default"))
+    assert float(rows[0]["env_steps_total"]) < 2 * 2 * 2 * 60  # an untrained walker falls within 60 steps
