@@ -107,10 +107,9 @@ class Walker2DRandParamsEnv(MujocoTaskEnv):
 
     @staticmethod
     def task_to_array(task: Walker2DParamsTask) -> np.ndarray:
-        """log of every multiplier, concatenated in RAND_PARAMS order (sampled tasks only)."""
-        parts = [getattr(task, name) for name, _ in RAND_PARAMS]
-        if not all(parts):
-            raise ValueError("task_to_array needs a sampled Walker2DParamsTask (every field set), got the default task")
+        """log of every multiplier, concatenated in RAND_PARAMS order; an unset field counts as the v5
+        walker's size of ones (log 0), so the default task has the sampled tasks' length."""
+        parts = [getattr(task, name) or np.ones(n) for (name, _), n in zip(RAND_PARAMS, _V5_SIZES)]
         return np.log(np.concatenate(parts)).astype(np.float32)
 
     @staticmethod

@@ -170,8 +170,8 @@ def test_task_values_are_checked(single_envs):
     with pytest.raises(TypeError, match="expected a Walker2DParamsTask"):
         venv.set_tasks([Walker2DParamsTask(), AntDirTask(0.0)])
     venv.close()
-    with pytest.raises(ValueError, match="default task"):
-        Walker2DRandParamsEnv.task_to_array(Walker2DParamsTask())
+    default = Walker2DRandParamsEnv.task_to_array(Walker2DParamsTask())
+    assert default.shape == Walker2DRandParamsEnv.task_space.shape and not default.any()  # unscaled: log 1
     with pytest.raises(ValueError, match="log_scale_limit"):
         Walker2DRandParamsEnv(log_scale_limit=-1)
     with pytest.raises(ValueError, match="terminate_when_unhealthy"):
@@ -420,3 +420,18 @@ def test_batched_step_checks_inputs():
     venv.close()
     with pytest.raises(RuntimeError, match="after close"):
         venv.step(np.zeros((3, 8)))
+
+
+@pytest.mark.parametrize("env_id", [ANT_DIR, WALKER])
+def test_oracle_collection_appends_the_task(env_id):
+    from metarl.common.policies import make_policy
+    from metarl.sampling.collector import Collector
+
+    collector = Collector(env_id, seed=0, oracle=True)
+    tasks = collector.sample_tasks(2, np.random.default_rng(0))
+    policy = make_policy(collector.observation_space, collector.action_space, collector.supervised, (8,))
+    batch = collector.collect(policy, tasks, 1)
+    features = np.stack([SHAPES[env_id][3].task_to_array(t) for t in tasks])
+    assert batch.obs.shape[-1] == SHAPES[env_id][0] + features.shape[1]
+    np.testing.assert_array_equal(batch.obs[0, :, SHAPES[env_id][0]:].numpy(), features)
+    collector.close()
