@@ -78,7 +78,10 @@ class MujocoTaskEnv(MujocoEnv, utils.EzPickle, TaskEnv):
       reference env's order
     * ``reward(qpos_before, qpos_after, qvel_after, action, task_params, dt, ctrl_cost_weight) -> (reward,
       healthy, info)``: ``task_params`` is ``task_params(task)`` (float64), stacked over rows in the batched env
-    * for different dynamics, ``apply_task_to_model(model, defaults, task)`` and ``model_defaults(model)``
+    * ``check_task(task, model)``: beyond the type check (e.g. array sizes against the model)
+    * for different dynamics (``CHANGES_DYNAMICS``), ``model_defaults(model)`` (the unscaled fields) and
+      ``apply_task_to_model(model, defaults, task, scratch)`` (edits ``model`` in place; ``scratch`` is an
+      MjData for ``mj_setConst``)
     """
 
     XML_FILE: ClassVar[str]

@@ -33,7 +33,8 @@ from metarl.common.tasks import check_sample_tasks_args
 from metarl.envs.mujoco_tasks import BatchedMujocoTaskEnv, MujocoTaskEnv, ctrl_cost
 
 def _log_bounds(sign: float) -> np.ndarray:
-    values = np.concatenate([np.full(n, sign * LOG_SCALE_LIMIT * math.log(base)) for (_, base), n in zip(RAND_PARAMS, _V5_SIZES)])
+    values = np.concatenate([np.full(n, sign * LOG_SCALE_LIMIT * math.log(base))
+                             for (_, base), n in zip(RAND_PARAMS, _V5_SIZES)])
     # rounded outward to float32, so float32 task arrays of sampled tasks always lie inside
     return np.nextafter(values.astype(np.float32), np.float32(sign * np.inf))
 

@@ -282,7 +282,8 @@ def test_default_task_is_the_gymnasium_v5_physics(env_id, stock_id, kwargs):
 
 def test_walker_tasks_change_the_dynamics(single_envs):
     env = Walker2DRandParamsEnv()
-    defaults = {n: getattr(env.model, n).copy() for n in ("body_mass", "body_inertia", "dof_damping", "geom_friction")}
+    names = ("body_mass", "body_inertia", "dof_damping", "geom_friction")
+    defaults = {n: getattr(env.model, n).copy() for n in names}
     t1, t2 = env.sample_tasks(2, np.random.default_rng(0))
     actions = _actions(np.random.default_rng(1), (40, 6))
 
@@ -294,7 +295,8 @@ def test_walker_tasks_change_the_dynamics(single_envs):
 
     first = trajectory(t1)
     np.testing.assert_array_equal(env.model.body_mass, defaults["body_mass"] * np.array(t1.body_mass))
-    np.testing.assert_array_equal(env.model.geom_friction, defaults["geom_friction"] * np.reshape(t1.geom_friction, (-1, 3)))
+    friction = defaults["geom_friction"] * np.reshape(t1.geom_friction, (-1, 3))
+    np.testing.assert_array_equal(env.model.geom_friction, friction)
     np.testing.assert_array_equal(env.model.dof_damping, defaults["dof_damping"] * np.array(t1.dof_damping))
     second = trajectory(t2)
     np.testing.assert_array_equal(first[0], second[0])  # same start: only the dynamics differ
