@@ -298,6 +298,9 @@ def test_walker_tasks_change_the_dynamics(single_envs):
     friction = defaults["geom_friction"] * np.reshape(t1.geom_friction, (-1, 3))
     np.testing.assert_array_equal(env.model.geom_friction, friction)
     np.testing.assert_array_equal(env.model.dof_damping, defaults["dof_damping"] * np.array(t1.dof_damping))
+    # mj_setConst recomputed the constants derived from the masses (e.g. the world's subtree mass)
+    assert env.model.body_subtreemass[0] == pytest.approx(env.model.body_mass.sum(), rel=1e-12)
+    assert abs(env.model.body_subtreemass[0] - defaults["body_mass"].sum()) > 1e-3
     second = trajectory(t2)
     np.testing.assert_array_equal(first[0], second[0])  # same start: only the dynamics differ
     assert np.abs(first[-1] - second[-1]).max() > 0.1
