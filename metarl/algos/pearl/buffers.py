@@ -108,10 +108,17 @@ class TaskReplayBuffers:
         return {key: store[rows, slot] for key, store in self.data.items()}
 
     def state_dict(self) -> dict:
-        """Filled entries only (up to the largest size), and the pointers."""
+        """Filled entries only (up to the largest size; zeros past a task's own size, whose memory was
+        never written), and the pointers."""
         used = int(self.size.max())
+        filled = torch.arange(used).unsqueeze(0) < self.size.unsqueeze(1)  # [num_tasks, used]
+
+        def part(v: torch.Tensor) -> torch.Tensor:
+            mask = filled.view(*filled.shape, *[1] * (v.dim() - 2))
+            return torch.where(mask, v[:, :used], torch.zeros((), dtype=v.dtype))
+
         return {"capacity": self.capacity, "size": self.size.clone(), "next": self.next.clone(),
-                "data": {k: v[:, :used].clone() for k, v in self.data.items()}}
+                "data": {k: part(v) for k, v in self.data.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         if state["capacity"] != self.capacity or state["size"].shape[0] != self.num_tasks:
