@@ -337,3 +337,45 @@ def test_checkpoint_holds_the_buffers_and_resume_is_exact(tmp_path):
             return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in csv.DictReader(f)]
 
     assert len(rows(full)) == 4 and rows(full) == rows(half)
+
+
+# ------------------------------------------------------------------------------------------ learning
+#: two navigation goals told apart by one reward (-0.06 next to the origin, -0.57 far from it), with
+#: opposite best behaviours: stay, or run to the far corner. Acting with z from the prior cannot know
+#: which; acting with z from the posterior of one episode of context can.
+NEAR_FAR = (NavigationTask((0.0, 0.05)), NavigationTask((0.4, 0.4)))
+
+
+@pytest.mark.slow
+def test_pearl_learns_to_infer_the_task_from_context(monkeypatch):
+    from dataclasses import replace
+
+    import metarl.envs.navigation as navigation
+    from metarl.evaluation.curves import eval_collector
+    from metarl.experiment import build_experiment, load_config
+
+    monkeypatch.setattr(navigation.Navigation2DEnv, "sample_tasks",
+                        lambda self, n, rng: [NEAR_FAR[i] for i in rng.integers(2, size=n)])
+    cfg = load_config(None, [
+        "algo=pearl", f"env.id={NAV}", "env.horizon=10", "pearl.num_train_tasks=4", "pearl.initial_episodes=4",
+        "pearl.tasks_per_iteration=2", "pearl.prior_episodes=1", "pearl.extra_posterior_episodes=1",
+        "pearl.gradient_steps=100", "pearl.hidden_sizes=[32,32]", "pearl.encoder_hidden_sizes=[32]",
+        "pearl.meta_batch=4", "pearl.batch_size=64", "pearl.context_batch_size=16", "pearl.replay_capacity=2000",
+        "pearl.reward_scale=10", "pearl.init_alpha=0.1", "pearl.policy_lr=0.001", "pearl.q_lr=0.001",
+        "pearl.encoder_lr=0.001", "pearl.alpha_lr=0.001", "pearl.eval_episodes=2", "pearl.eval_prior_episodes=1"])
+    exp = build_experiment(cfg)
+    ev = replace(cfg.eval, tasks=20, episodes_per_task=4)
+
+    def curve():
+        collector = eval_collector(cfg, ev)
+        tasks = collector.sample_tasks(ev.tasks, np.random.default_rng(ev.seed))
+        return exp.algo.adaptation_curve(tasks, collector, ev).mean(1)  # [prior-z episode, posterior episode]
+
+    untrained = curve()
+    for _ in range(20):
+        exp.algo.train_iteration(exp.task_rng)
+    trained = curve()
+    print("untrained", untrained, "trained", trained)
+    # the posterior episode beats the prior-z episode (task inference) and the untrained agent (learning)
+    assert trained[1] > trained[0] + 0.5
+    assert trained[1] > untrained[1] + 1.0
