@@ -379,3 +379,14 @@ def test_pearl_learns_to_infer_the_task_from_context(monkeypatch):
     # the posterior episode beats the prior-z episode (task inference) and the untrained agent (learning)
     assert trained[1] > trained[0] + 0.5
     assert trained[1] > untrained[1] + 1.0
+
+
+def test_bench_pearl_reports_rates_and_the_memory_bound():
+    from metarl.bench import bench_pearl
+
+    out = bench_pearl(None, 2, TINY[1:])
+    assert out["env_steps"] == 6 * 2 * 10  # every training task's initial episodes, H = 10, no termination needed
+    assert out["env_steps_per_s"] > 0 and out["gradient_steps_per_s"] > 0
+    assert out["bytes_per_transition"] == 4 * (2 * 2 + 2 + 1) + 1
+    # RL buffers 6 x 200 and encoder buffers 6 x (H x 2 initial episodes)
+    assert out["replay_bound_bytes"] == 6 * (200 + 20) * out["bytes_per_transition"]

@@ -126,6 +126,8 @@ class PEARL:
                              f"({per_collection} transitions at horizon {H})")
         #: the training tasks, drawn from the trainer's task stream in the first iteration
         self.train_tasks: list | None = None
+        #: episode returns [episodes] of this iteration's collections (logged as train/return)
+        self._last_returns: list[Tensor] = []
 
     # ------------------------------------------------------------------ inference
     def sample_z(self, mean: Tensor, var: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -171,7 +173,7 @@ class PEARL:
     def train_iteration(self, rng: np.random.Generator) -> dict[str, float]:
         cfg = self.cfg
         t0 = time.perf_counter()
-        self._last_returns: list[Tensor] = []
+        self._last_returns = []
         env_steps = 0
         if self.train_tasks is None:
             env_steps += self._initialize(rng)
