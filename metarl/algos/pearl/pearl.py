@@ -77,6 +77,21 @@ def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
         t.mul_(1.0 - tau).add_(s, alpha=tau)
 
 
+class _frozen:
+    """Within the block the modules' parameters do not require gradients (restored after)."""
+
+    def __init__(self, *modules: nn.Module):
+        self.params = [p for m in modules for p in m.parameters()]
+
+    def __enter__(self):
+        for p in self.params:
+            p.requires_grad_(False)
+
+    def __exit__(self, *exc):
+        for p in self.params:
+            p.requires_grad_(True)
+
+
 class PEARL:
     """PEARL training and evaluation on one task distribution (``cfg`` is a :class:`PEARLConfig`)."""
 
@@ -231,7 +246,10 @@ class PEARL:
         mean_a, log_std = self.policy(torch.cat([b["obs"], z_fixed], -1))
         dist = self.policy.distribution((mean_a, log_std))
         a, logp = dist.rsample_with_log_prob(torch.randn(dist.noise_shape, generator=g))
-        q_new = torch.min(self.q1(b["obs"], a, z_fixed), self.q2(b["obs"], a, z_fixed))
+        # the policy's loss differentiates through the Q-functions into the action only: their own
+        # weight gradients would be thrown away (the next critic step zeroes them), so are not computed
+        with _frozen(self.q1, self.q2):
+            q_new = torch.min(self.q1(b["obs"], a, z_fixed), self.q2(b["obs"], a, z_fixed))
         policy_loss = ((alpha * logp - q_new).mean() + cfg.policy_mean_reg * mean_a.pow(2).mean()
                        + cfg.policy_std_reg * log_std.pow(2).mean())
         self.policy_opt.zero_grad()
