@@ -54,6 +54,26 @@ def test_task_inputs_are_appended_to_each_tasks_observations():
         collector.collect(policy, tasks, 1, task_inputs=z[:2])
 
 
+def test_task_inputs_of_a_share_equal_the_whole_collection():
+    # what a Ray actor runs: a share of the tasks with its rows of task_inputs gives the whole batch's columns
+    from gymnasium.utils import seeding
+
+    tasks = [NavigationTask((0.3, -0.2)), NavigationTask((-0.4, 0.1)), NavigationTask((0.1, 0.4)),
+             NavigationTask((-0.2, -0.3))]
+    torch.manual_seed(0)
+    policy = TanhGaussianPolicy(2, 3, 2, (8,))
+    z = torch.randn(4, 3)
+    whole = Collector(NAV, seed=5, horizon=10).collect(policy, tasks, 2, task_inputs=z)
+    apart = Collector(NAV, seed=5, horizon=10)
+    noise = apart.action_noise(10, 8)
+    states = [seeding.np_random(s)[0].bit_generator.state for s in apart.column_seeds(8)]
+    parts = [apart.collect_columns(policy, tasks[m0:m1], 2, noise=noise[:, 2 * m0:2 * m1],
+                                   env_states=states[2 * m0:2 * m1], first_task=m0, total_tasks=4,
+                                   task_inputs=z[m0:m1])[0] for m0, m1 in [(0, 1), (1, 4)]]
+    for name in ("obs", "actions", "rewards", "log_probs", "final_obs"):
+        assert torch.equal(torch.cat([getattr(p, name) for p in parts], 1), getattr(whole, name)), name
+
+
 def test_final_obs_is_the_observation_after_each_episodes_last_step():
     collector = Collector(NAV, seed=0, horizon=30)
     # a goal next to the origin terminates early; a far one runs the full horizon
