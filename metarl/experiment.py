@@ -100,7 +100,7 @@ class ExperimentConfig:
     rl2: RL2Config = field(default_factory=RL2Config)
     """RL² settings."""
     pearl: PEARLConfig = field(default_factory=PEARLConfig)
-    """PEARL settings (context encoder, SAC, replay buffers)."""
+    """PEARL settings (context encoder, replay buffers, SAC in the twin-Q form with a learned temperature rather than the paper's V-function form); defaults are the paper's cheetah-vel settings."""
     collector: CollectorConfig = field(default_factory=CollectorConfig)
     """Experience collection."""
     train: TrainConfig = field(default_factory=TrainConfig)

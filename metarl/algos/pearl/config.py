@@ -65,7 +65,7 @@ class PEARLConfig:
     kl_lambda: float = 0.1
     """Weight of KL(q(z | context) || N(0, I)), summed over the meta-batch, in the encoder's loss (oyster: kl_lambda 0.1)."""
     auto_entropy: bool = True
-    """Learn the entropy temperature alpha towards target_entropy; false: alpha stays init_alpha."""
+    """Learn the entropy temperature alpha towards target_entropy (SAC here has twin Q-functions, not the paper's V-function); false: alpha stays init_alpha (the paper: fixed at 1, entropy traded by reward_scale)."""
     init_alpha: float = 1.0
     """Initial (or, without auto_entropy, fixed) entropy temperature."""
     target_entropy: float | None = None
