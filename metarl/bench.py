@@ -4,6 +4,8 @@
   open-loop ``mujoco.rollout`` limit for the same model, batch size and thread count, and their ratio.
 * ``maml``: seconds per meta-iteration of a config, split into sampling / inner adaptation / outer update.
 * ``sinusoid``: milliseconds per meta-iteration of the MAML-paper sinusoid setting.
+* ``pearl``: env-steps/s of PEARL's collection (its initial prior-z episodes of every training task through
+  the Collector, z as a per-task input) and SAC gradient steps/s, with the replay buffers' memory bound.
 
 Absolute times depend on the machine; ratios measured in the same run are what carry over.
 """
@@ -128,14 +130,46 @@ def bench_sinusoid(iterations: int = 300) -> dict:
             **{k: v for k, v in r.items() if k.endswith("_s") and k != "seconds_per_iteration"}, **_machine()}
 
 
+def bench_pearl(config: str = "experiments/halfcheetah_vel_pearl.yaml", steps: int = 20, overrides=()) -> dict:
+    """PEARL: env-steps/s of the initial collection (every training task's prior-z episodes in one batched
+    collection), SAC gradient steps/s (after one warm-up step), and the replay memory bound."""
+    from metarl.algos.pearl import TaskReplayBuffers
+    from metarl.experiment import build_experiment, load_config
+
+    cfg = load_config(config, ["algo=pearl", *overrides])
+    exp = build_experiment(cfg)
+    algo = exp.algo
+    t = time.perf_counter()
+    env_steps = algo._initialize(exp.task_rng)
+    collect_s = time.perf_counter() - t
+    algo.gradient_step()  # warm-up
+    t = time.perf_counter()
+    for _ in range(steps):
+        algo.gradient_step()
+    step_s = (time.perf_counter() - t) / steps
+    per = TaskReplayBuffers.bytes_per_transition(algo.replay.obs_dim, algo.replay.act_dim)
+    pc = cfg.pearl
+    out = {"bench": "pearl", "config": config, "overrides": list(overrides), "env_steps": env_steps,
+           "env_steps_per_s": env_steps / collect_s, "gradient_steps_per_s": 1.0 / step_s,
+           "transitions_per_gradient_step": pc.meta_batch * (pc.batch_size + pc.context_batch_size),
+           "bytes_per_transition": per, "bytes_at_1M_transitions": per * 10**6,
+           "replay_bound_bytes": algo.replay.nbytes + algo.encoder_buffer.nbytes}
+    exp.collector.close()
+    return {**out, **_machine()}
+
+
 def run(which: list[str], args) -> None:
     for name in which:
         if name == "collect":
             result = bench_collect(args.env, args.tasks, args.episodes, repeats=args.repeats, backend=args.backend)
         elif name == "maml":
-            result = bench_maml(args.config, args.iterations, args.set or [])
+            result = bench_maml(args.config or "experiments/navigation2d_maml.yaml", args.iterations or 3,
+                                args.set or [])
         elif name == "sinusoid":
             result = bench_sinusoid()
+        elif name == "pearl":
+            result = bench_pearl(args.config or "experiments/halfcheetah_vel_pearl.yaml", args.iterations or 20,
+                                 args.set or [])
         else:
-            raise ValueError(f"unknown benchmark {name!r}; expected collect, maml or sinusoid")
+            raise ValueError(f"unknown benchmark {name!r}; expected collect, maml, sinusoid or pearl")
         print(json.dumps(result), flush=True)

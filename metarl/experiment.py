@@ -2,7 +2,8 @@
 
 ``ExperimentConfig`` is the root of the config tree; every section's dataclass lives beside the code
 it configures (``env``/``collector``: metarl/sampling/config.py, ``policy``: metarl/common/policies.py,
-``maml``: metarl/algos/maml/config.py, ``promp``: metarl/algos/promp/config.py, ``rl2``: metarl/algos/rl2/config.py, ``eval``:
+``maml``: metarl/algos/maml/config.py, ``promp``: metarl/algos/promp/config.py, ``rl2``: metarl/algos/rl2/config.py,
+``pearl``: metarl/algos/pearl/config.py, ``eval``:
 metarl/evaluation/config.py, ``train``: here). :func:`build_experiment` turns a config into a
 collector, a policy and an algorithm; :func:`load_run` does the same for a run directory and loads
 a checkpoint; :func:`evaluate_run` is ``metarl evaluate``. Training itself is :mod:`metarl.train`.
@@ -18,11 +19,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
+import gymnasium as gym
 import numpy as np
 import torch
 
 from metarl.algos.maml import MAML, MAMLConfig
 from metarl.algos.oracle import OracleTrainer
+from metarl.algos.pearl import PEARL, PEARLConfig, TanhGaussianPolicy
 from metarl.algos.promp import ProMP, ProMPConfig
 from metarl.algos.rl2 import RL2, RL2Config
 from metarl.common import config
@@ -82,7 +85,7 @@ class TrainConfig:
 class ExperimentConfig:
     """One experiment: which algorithm, on what, with which settings."""
 
-    algo: Literal["maml", "promp", "rl2", "pretrain", "oracle"] = "maml"
+    algo: Literal["maml", "promp", "rl2", "pearl", "pretrain", "oracle"] = "maml"
     """Which algorithm trains."""
     seed: int = 0
     """Master seed; every RNG stream of the run derives from it."""
@@ -96,6 +99,8 @@ class ExperimentConfig:
     """ProMP's outer update (its inner loop is maml:'s; maml.outer and the TRPO keys are unused)."""
     rl2: RL2Config = field(default_factory=RL2Config)
     """RL² settings."""
+    pearl: PEARLConfig = field(default_factory=PEARLConfig)
+    """PEARL settings (context encoder, replay buffers, SAC in the twin-Q form with a learned temperature rather than the paper's V-function form); defaults are the paper's cheetah-vel settings."""
     collector: CollectorConfig = field(default_factory=CollectorConfig)
     """Experience collection."""
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -203,10 +208,12 @@ def build_algorithm(cfg: ExperimentConfig, collector: Collector, policy: torch.n
     if cfg.algo == "rl2":
 
         return RL2(policy, collector, cfg.rl2, device=cfg.collector.device)
+    if cfg.algo == "pearl":
+        return PEARL(policy, collector, cfg.pearl, device=cfg.collector.device)
     if cfg.algo == "oracle":
 
         return OracleTrainer(cfg, collector)
-    raise RunError(f"unknown algo {cfg.algo!r}; expected maml, promp, pretrain, rl2 or oracle")
+    raise RunError(f"unknown algo {cfg.algo!r}; expected maml, promp, pretrain, rl2, pearl or oracle")
 
 
 def build_policy(cfg: ExperimentConfig, collector: Collector) -> torch.nn.Module:
@@ -214,6 +221,14 @@ def build_policy(cfg: ExperimentConfig, collector: Collector) -> torch.nn.Module
     if cfg.algo == "rl2":
         return RecurrentPolicy(_space_dim(collector.observation_space), collector.action_space,
                                hidden_size=p.recurrent_hidden_size, init_log_std=p.init_log_std)
+    if cfg.algo == "pearl":
+        # PEARL's policy sees [obs, z] and lives in its own section (pearl.hidden_sizes)
+        space = collector.action_space
+        if collector.supervised or not isinstance(space, gym.spaces.Box):
+            raise RunError(f"algo pearl (SAC) needs a continuous (Box) action space; {cfg.env.id} has "
+                           f"{'a supervised task' if collector.supervised else space}")
+        return TanhGaussianPolicy(_space_dim(collector.observation_space), cfg.pearl.latent_dim, _space_dim(space),
+                                  cfg.pearl.hidden_sizes)
     return make_policy(
         collector.observation_space,
         collector.action_space,

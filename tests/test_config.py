@@ -197,7 +197,7 @@ def test_bool_is_not_a_number():
 
 def test_literal_lists_the_choices():
     assert error_of(None, ["algo=mamll"]) == (
-        "algo: expected one of 'maml', 'promp', 'rl2', 'pretrain', 'oracle', got 'mamll' (str); "
+        "algo: expected one of 'maml', 'promp', 'rl2', 'pearl', 'pretrain', 'oracle', got 'mamll' (str); "
         "did you mean 'maml'?"
     )
     message = error_of(None, ["collector.backend=cuda"])

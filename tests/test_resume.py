@@ -34,6 +34,14 @@ CHEETAH = [
     "--set", "train.show_progress=false", "--set", "env.horizon=20", "--set", "maml.meta_batch_size=2",
     "--set", "maml.episodes_per_task=3", "--set", "policy.hidden_sizes=[16]",
 ]
+PEARL = [
+    "experiments/navigation2d_pearl.yaml",
+    "--set", "train.iterations=6", "--set", "train.checkpoint_every=2", "--set", "train.keep_checkpoints=10",
+    "--set", "train.show_progress=false", "--set", "train.eval_every=0", "--set", "env.horizon=10",
+    "--set", "pearl.num_train_tasks=6", "--set", "pearl.tasks_per_iteration=2", "--set", "pearl.gradient_steps=10",
+    "--set", "pearl.hidden_sizes=[16]", "--set", "pearl.encoder_hidden_sizes=[16]", "--set", "pearl.meta_batch=3",
+    "--set", "pearl.batch_size=16", "--set", "pearl.context_batch_size=8", "--set", "pearl.replay_capacity=500",
+]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -68,7 +76,7 @@ def _kill_after_checkpoint(proc, run_dir, min_iteration, timeout=240):
     pytest.fail("no checkpoint appeared in time")
 
 
-@pytest.mark.parametrize("args", [SINUSOID, NAVIGATION], ids=["sinusoid", "navigation"])
+@pytest.mark.parametrize("args", [SINUSOID, NAVIGATION, PEARL], ids=["sinusoid", "navigation", "pearl"])
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, args):
     full = _train(args, tmp_path / "full")
     out, err = full.communicate(timeout=600)

@@ -11,6 +11,10 @@ terminates early leaves the rest of its slot masked (valid = 0), and every colum
 same rows, so resets stay batched. A recurrent policy's hidden state starts at zero for every
 trial, is carried across the episodes of the trial and frozen on masked rows.
 
+Per-task inputs: ``task_inputs`` [M, D] (one vector per task, e.g. PEARL's latent z) is appended to
+every observation of that task's columns before the policy call, so the policy sees [obs, input]. The
+batch keeps the environment's observations only.
+
 The collector never knows which algorithm asked.
 """
 
@@ -74,6 +78,9 @@ class EpisodeBatch:
     episodes_per_trial: int = 1
     targets: torch.Tensor | None = None  #: [T, B, *target_shape] for supervised (H = 1) tasks
     policy_inputs: torch.Tensor | None = None  #: [T, B, D] inputs fed to a recurrent policy
+    #: [episodes_per_trial, B, *obs_shape] observation after the last valid step of each episode (the
+    #: next observation of that step, which ``obs`` does not hold; off-policy algorithms bootstrap from it)
+    final_obs: torch.Tensor | None = None
 
     @property
     def num_columns(self) -> int:
@@ -306,18 +313,22 @@ class Collector:
         per_task_params: bool = False,
         episodes_per_trial: int = 1,
         deterministic: bool = False,
+        task_inputs: torch.Tensor | None = None,
     ) -> EpisodeBatch:
         """Run ``episodes_per_task`` episodes of every task in parallel.
 
         params: None for the policy's own parameters; a dict of tensors for functional parameters;
         with ``per_task_params`` every leaf has a leading dimension ``len(tasks)``.
         episodes_per_trial: > 1 for RL² trials (consecutive episodes in one column).
+        task_inputs: [len(tasks), D], appended to the observations of each task's columns before the
+        policy call (PEARL's latent z); None: the policy sees the observations alone.
         """
-        cols_per_task = self._columns_per_task(policy, tasks, episodes_per_task, episodes_per_trial, params)
+        cols_per_task = self._columns_per_task(policy, tasks, episodes_per_task, episodes_per_trial, params,
+                                               task_inputs)
         n_cols = len(tasks) * cols_per_task
         noise = self.action_noise(self.horizon * episodes_per_trial, n_cols, deterministic)
         return self._rollout(self._venv(n_cols), policy, tasks, cols_per_task, params, per_task_params,
-                             episodes_per_trial, deterministic, noise)
+                             episodes_per_trial, deterministic, noise, task_inputs=task_inputs)
 
     def collect_columns(
         self,
@@ -333,6 +344,7 @@ class Collector:
         env_states: Sequence,
         first_task: int = 0,
         total_tasks: int | None = None,
+        task_inputs: torch.Tensor | None = None,
     ) -> tuple[EpisodeBatch, list]:
         """Collect one share (whole tasks) of a larger collection: what a Ray actor runs.
 
@@ -348,9 +360,10 @@ class Collector:
         comes out bit for bit as in the whole collection: a BLAS may round a row differently in a call
         of another shape (measured on an AVX-512 Xeon with MKL), and a vectorized elementwise op may
         treat a tensor's tail differently. The price: each share pays the whole collection's policy
-        arithmetic; the environment steps are what is split.
+        arithmetic; the environment steps are what is split. ``task_inputs`` are this share's tasks' rows.
         """
-        cols_per_task = self._columns_per_task(policy, tasks, episodes_per_task, episodes_per_trial, params)
+        cols_per_task = self._columns_per_task(policy, tasks, episodes_per_task, episodes_per_trial, params,
+                                               task_inputs)
         n_cols = len(tasks) * cols_per_task
         total_tasks = len(tasks) if total_tasks is None else int(total_tasks)
         if not 0 <= first_task <= total_tasks - len(tasks):
@@ -369,11 +382,14 @@ class Collector:
         rows = _PolicyRows(first_task * cols_per_task, n_cols, total_tasks * cols_per_task)
         if params is not None and per_task_params:
             params = {k: _in_place(v, first_task, total_tasks) for k, v in params.items()}
+        if task_inputs is not None:
+            task_inputs = _in_place(task_inputs, first_task, total_tasks)
         batch = self._rollout(venv, policy, tasks, cols_per_task, params, per_task_params, episodes_per_trial,
-                              deterministic, noise, rows)
+                              deterministic, noise, rows, task_inputs)
         return batch, venv.get_rng_state()
 
-    def _columns_per_task(self, policy, tasks, episodes_per_task, episodes_per_trial, params) -> int:
+    def _columns_per_task(self, policy, tasks, episodes_per_task, episodes_per_trial, params,
+                          task_inputs=None) -> int:
         """Check collect()'s arguments; columns per task (one trial of episodes_per_trial episodes each)."""
         num_tasks = len(tasks)
         if num_tasks < 1:
@@ -385,14 +401,20 @@ class Collector:
             )
         if getattr(policy, "is_recurrent", False) and params is not None:
             raise ValueError("recurrent policies are evaluated with their own parameters (params must be None)")
+        if task_inputs is not None:
+            if getattr(policy, "is_recurrent", False):
+                raise ValueError("task_inputs are for feed-forward policies; a recurrent policy builds its own inputs")
+            if task_inputs.dim() != 2 or task_inputs.shape[0] != num_tasks:
+                raise ValueError(f"task_inputs must be [num_tasks={num_tasks}, D], got {tuple(task_inputs.shape)}")
         return episodes_per_task // episodes_per_trial
 
     def _rollout(self, venv: BatchedTaskEnv, policy, tasks, cols_per_task, params, per_task_params,
-                 episodes_per_trial, deterministic, noise, rows: "_PolicyRows | None" = None) -> EpisodeBatch:
+                 episodes_per_trial, deterministic, noise, rows: "_PolicyRows | None" = None,
+                 task_inputs: torch.Tensor | None = None) -> EpisodeBatch:
         """The step loop: every column of ``venv`` runs its trial; actions come from ``noise`` [T, B, ...].
 
         rows: where these columns sit in the policy's calls (a share of a larger collection); per-task
-        ``params`` then already cover the whole collection's tasks.
+        ``params`` (and ``task_inputs``) then already cover the whole collection's tasks.
         """
         num_tasks = len(tasks)
         n_cols = num_tasks * cols_per_task
@@ -402,6 +424,8 @@ class Collector:
         T = H * episodes_per_trial
         venv.set_tasks([task for task in tasks for _ in range(cols_per_task)])
         recurrent = getattr(policy, "is_recurrent", False)
+        # [total rows, D]: each task's input repeated over its columns (task-major), built once
+        column_inputs = None if task_inputs is None else task_inputs.detach().float().repeat_interleave(cols_per_task, 0)
 
         obs, info = venv.reset()
         obs_buf = np.zeros((T, n_cols, *np.shape(obs)[1:]), dtype=np.float32)
@@ -413,6 +437,7 @@ class Collector:
         target_buf = None
         inputs_buf = None
         running = np.ones(n_cols, dtype=bool)
+        final_obs_buf = np.zeros((episodes_per_trial, n_cols, *np.shape(obs)[1:]), dtype=np.float32)
         if recurrent:
             state = policy.initial_state(rows.total)
             # Before the first step of a trial there is no previous action: -1 for a discrete policy
@@ -437,7 +462,10 @@ class Collector:
                         inputs_buf = torch.zeros(T, n_cols, inputs.shape[-1])
                     inputs_buf[t] = inputs
                 else:
-                    out = policy_forward(policy, rows.widen(obs_t), params, policy_tasks if per_task_params else None)
+                    x = rows.widen(obs_t)
+                    if column_inputs is not None:
+                        x = torch.cat([x, column_inputs], -1)
+                    out = policy_forward(policy, x, params, policy_tasks if per_task_params else None)
                 dist = policy.distribution(out)
                 if deterministic:
                     action = dist.mode()
@@ -463,6 +491,7 @@ class Collector:
                     target_buf[t] = info["target"]
                 ended = terminated | truncated | (k == H - 1)
                 done_buf[t] = running & ended
+                final_obs_buf[t // H][done_buf[t]] = obs[done_buf[t]]
                 if recurrent:
                     run_t = torch.from_numpy(running)
                     state = torch.where(rows.widen(run_t).unsqueeze(-1), new_state, state)
@@ -486,6 +515,7 @@ class Collector:
             episodes_per_trial=episodes_per_trial,
             targets=None if target_buf is None else torch.from_numpy(target_buf),
             policy_inputs=inputs_buf,
+            final_obs=torch.from_numpy(final_obs_buf),
         )
 
     def get_rng_state(self) -> dict:

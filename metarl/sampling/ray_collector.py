@@ -91,13 +91,14 @@ class _CollectorWorker:
         return os.getpid()
 
     def collect_columns(self, policy, tasks, episodes_per_task, params, per_task_params, episodes_per_trial,
-                        deterministic, noise, env_states, first_task, total_tasks, exit_at_step=None):
+                        deterministic, noise, env_states, first_task, total_tasks, task_inputs=None,
+                        exit_at_step=None):
         if exit_at_step is not None:
             self._exit_at_step(len(env_states), exit_at_step)
         return self.collector.collect_columns(
             policy, tasks, episodes_per_task, params=params, per_task_params=per_task_params,
             episodes_per_trial=episodes_per_trial, deterministic=deterministic, noise=noise,
-            env_states=env_states, first_task=first_task, total_tasks=total_tasks)
+            env_states=env_states, first_task=first_task, total_tasks=total_tasks, task_inputs=task_inputs)
 
     def _exit_at_step(self, num_envs: int, step: int) -> None:
         """Fault injection for tests: the process dies (no cleanup, like a crash or a lost node) at
@@ -192,11 +193,13 @@ class RayCollector(Collector):
         per_task_params: bool = False,
         episodes_per_trial: int = 1,
         deterministic: bool = False,
+        task_inputs: torch.Tensor | None = None,
     ) -> EpisodeBatch:
         """Same arguments and result as :meth:`Collector.collect`; the episodes run on the actors."""
         ray = self._ray
         tasks = list(tasks)
-        cols_per_task = self._columns_per_task(policy, tasks, episodes_per_task, episodes_per_trial, params)
+        cols_per_task = self._columns_per_task(policy, tasks, episodes_per_task, episodes_per_trial, params,
+                                               task_inputs)
         num_tasks = len(tasks)
         n_cols = num_tasks * cols_per_task
         noise = self.action_noise(self.horizon * episodes_per_trial, n_cols, deterministic)
@@ -220,6 +223,7 @@ class RayCollector(Collector):
                 per_task_params=per_task_params, episodes_per_trial=episodes_per_trial,
                 deterministic=deterministic, noise=None if noise is None else noise[:, c0:c1].clone(),
                 env_states=states[c0:c1], first_task=m0, total_tasks=num_tasks,
+                task_inputs=None if task_inputs is None else task_inputs.detach()[m0:m1].clone(),
             ))
         results = self._run_shares(policy_ref, shares)
         self._env_states[n_cols] = [s for _, share_states in results for s in share_states]
