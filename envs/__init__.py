@@ -14,6 +14,10 @@ TASK_DISTRIBUTIONS = {
     "metarl/HalfCheetahDir-v0": ("metarl.envs.half_cheetah:HalfCheetahDirEnv", 200, {}),
     "metarl/Bandit-v0": ("metarl.envs.bandit:BanditEnv", 10, {"n_arms": 10, "n_pulls": 10}),
     "metarl/TabularMDP-v0": ("metarl.envs.tabular_mdp:TabularMDPEnv", 10, {"n_states": 10, "n_actions": 5}),
+    # Meta-World (pip install -e ".[metaworld]"; metaworld is imported only when one is made)
+    "metarl/MetaWorldML1-v0": ("metarl.envs.metaworld:MetaWorldEnv", 500, {"benchmark": "ML1"}),
+    "metarl/MetaWorldML10-v0": ("metarl.envs.metaworld:MetaWorldEnv", 500, {"benchmark": "ML10"}),
+    "metarl/MetaWorldML45-v0": ("metarl.envs.metaworld:MetaWorldEnv", 500, {"benchmark": "ML45"}),
 }
 
 for _id, (_entry, _horizon, _kwargs) in TASK_DISTRIBUTIONS.items():

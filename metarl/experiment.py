@@ -175,7 +175,8 @@ def build_experiment(cfg: ExperimentConfig) -> Experiment:
         collector = RayCollector(cfg.env.id, num_workers=cfg.collector.num_workers, address=cfg.collector.address,
                                  **collector_kwargs)
     else:
-        collector = Collector(cfg.env.id, backend=cfg.collector.backend, **collector_kwargs)
+        collector = Collector(cfg.env.id, backend=cfg.collector.backend, num_workers=cfg.collector.num_workers,
+                              **collector_kwargs)
     init_seed = int(streams["init"].generate_state(1)[0])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)

@@ -161,7 +161,8 @@ def write_results(out_dir: Path, curves: dict[str, np.ndarray], metric: str, tit
 def eval_collector(cfg, ev) -> Collector:
     # Every method gets a fresh collector with the same seed: common random numbers across methods.
     return Collector(cfg.env.id, seed=ev.seed, backend=cfg.collector.backend, env_kwargs=cfg.env.kwargs,
-                     horizon=cfg.env.horizon, rescale_actions=cfg.env.rescale_actions)
+                     horizon=cfg.env.horizon, rescale_actions=cfg.env.rescale_actions,
+                     num_workers=cfg.collector.num_workers)
 
 
 #: gradient steps shown in the regression-fit figure (the MAML paper's Figure 2: before, 1 and 10 steps)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Sequence
 
 import gymnasium as gym
@@ -74,6 +74,9 @@ class EpisodeBatch:
     episodes_per_trial: int = 1
     targets: torch.Tensor | None = None  #: [T, B, *target_shape] for supervised (H = 1) tasks
     policy_inputs: torch.Tensor | None = None  #: [T, B, D] inputs fed to a recurrent policy
+    #: per-step info scalars the env names in ``info_scalars`` (e.g. Meta-World's ``success``): [T, B]
+    #: float32, 0 on masked steps
+    infos: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def num_columns(self) -> int:
@@ -97,11 +100,28 @@ class EpisodeBatch:
         per_column = self.episode_returns().mean(0)
         return per_column.reshape(self.num_tasks, -1).mean(1)
 
+    def episode_info_max(self, key: str) -> torch.Tensor:
+        """Largest value of info scalar ``key`` over each episode's valid steps: [episodes_per_trial, B].
+        For a 0/1 ``success`` signal: 1 if the episode succeeded at any step (Meta-World's success)."""
+        if key not in self.infos:
+            raise KeyError(f"the batch holds no per-step info {key!r} (it has: {', '.join(self.infos) or 'none'}); "
+                           f"the env must name it in info_scalars")
+        x = torch.where(self.valid > 0, self.infos[key], float("-inf"))
+        return x.reshape(self.episodes_per_trial, self.horizon, -1).amax(1)
+
+    def mean_info_max_per_task(self, key: str) -> torch.Tensor:
+        """Mean over each task's episodes of :meth:`episode_info_max` (the success rate of ``success``): [M]."""
+        return self.episode_info_max(key).mean(0).reshape(self.num_tasks, -1).mean(1)
+
     def to(self, device) -> "EpisodeBatch":
         kwargs = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            kwargs[f.name] = value.to(device) if isinstance(value, torch.Tensor) else value
+            if isinstance(value, torch.Tensor):
+                value = value.to(device)
+            elif f.name == "infos":
+                value = {k: v.to(device) for k, v in value.items()}
+            kwargs[f.name] = value
         return EpisodeBatch(**kwargs)
 
 
@@ -171,7 +191,8 @@ class Collector:
     rescale_actions: Box actions of the policy live in [-1, 1] per dimension and are mapped affinely
     onto the action space's bounds (after clipping to [-1, 1]) before stepping. No effect on unbounded
     or [-1, 1] Boxes (clipped to their bounds all the same), discrete or supervised tasks (:func:`action_rescaling`).
-    backend: the vector env implementation (``auto``, ``native``, ``gym``); ``ray`` is honoured by
+    backend: the vector env implementation (``auto``, ``native``, ``gym``, ``subproc``: ``auto``'s in
+    ``num_workers`` worker processes, for environments stepped in Python); ``ray`` is honoured by
     :class:`metarl.sampling.ray_collector.RayCollector`, and a plain Collector given it (e.g. the in-process
     evaluation collector of a run configured for Ray) uses ``auto``, which gives the same batches.
     """
@@ -186,12 +207,15 @@ class Collector:
         oracle: bool = False,
         num_threads: int | None = None,
         rescale_actions: bool = True,
+        num_workers: int = 2,
     ):
         self.env_id = env_id
         #: task-in-observation variant: every observation ends with the task's features (oracle policies)
         self.oracle = oracle
         #: stepping threads for native batched envs that take ``num_threads`` (MuJoCo); None = all cores
         self.num_threads = num_threads
+        #: worker processes of the ``subproc`` backend
+        self.num_workers = int(num_workers)
         self.backend = backend
         self._vector_backend = "auto" if backend == "ray" else backend
         self.env_kwargs = dict(env_kwargs or {})
@@ -210,6 +234,8 @@ class Collector:
         self.observation_space = self.task_env.observation_space
         self.action_space = self.task_env.action_space
         self.supervised_loss = getattr(self.task_env, "supervised_loss", None)
+        #: per-step info entries recorded into ``EpisodeBatch.infos`` (named by the env class; generic)
+        self.info_scalars = tuple(getattr(self.task_env.unwrapped, "info_scalars", ()))
         #: (center, half-width) mapping policy actions in [-1, 1] onto the Box bounds; None: the policy
         #: acts in the env's own units (rescaling off, unbounded or [-1, 1] Box, discrete or supervised)
         self.action_rescaling = (
@@ -240,6 +266,8 @@ class Collector:
 
                 venv = make_oracle_vector_env(self.env_id, num_envs, backend=self._vector_backend, **kwargs)
             else:
+                if self._vector_backend == "subproc":
+                    kwargs["num_workers"] = self.num_workers
                 venv = make_vector_env(self.env_id, num_envs, backend=self._vector_backend, **kwargs)
             venv.seed(self.column_seeds(num_envs))
             self._venvs[num_envs] = venv
@@ -413,6 +441,7 @@ class Collector:
         target_buf = None
         inputs_buf = None
         running = np.ones(n_cols, dtype=bool)
+        info_bufs = {key: np.zeros((T, n_cols), dtype=np.float32) for key in self.info_scalars}
         if recurrent:
             state = policy.initial_state(rows.total)
             # Before the first step of a trial there is no previous action: -1 for a discrete policy
@@ -457,6 +486,9 @@ class Collector:
                 valid_buf[t] = running
                 obs, reward, terminated, truncated, info = venv.step(self.env_action(action_np))
                 rew_buf[t] = np.where(running, reward, 0.0)
+                for key, buf in info_bufs.items():
+                    if key in info:  # absent only when no sub-env stepped
+                        buf[t] = np.where(running, info[key], 0.0)
                 if self.supervised:
                     if target_buf is None:
                         target_buf = np.zeros((T, *np.shape(info["target"])), dtype=np.float32)
@@ -486,6 +518,7 @@ class Collector:
             episodes_per_trial=episodes_per_trial,
             targets=None if target_buf is None else torch.from_numpy(target_buf),
             policy_inputs=inputs_buf,
+            infos={key: torch.from_numpy(buf) for key, buf in info_bufs.items()},
         )
 
     def get_rng_state(self) -> dict:

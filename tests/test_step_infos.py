@@ -1,0 +1,96 @@
+"""Per-step info scalars (``info_scalars`` of a task distribution, e.g. Meta-World's ``success``): the
+collector records them as [T, B] tensors, masked like rewards, on every backend; an episode's value is
+its maximum over its valid steps (success at any step)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import metarl  # noqa: F401
+from metarl.common.policies import make_policy
+from metarl.sampling.collector import Collector
+from metarl.sampling.ray_collector import _concat_columns
+
+from test_vector import TinyTaskEnv
+
+
+class HitTaskEnv(TinyTaskEnv):
+    """The tiny random walk, reporting ``info["hit"]`` = 1 within 0.5 of the offset and ``info["distance"]``."""
+
+    info_scalars = ("hit", "distance")
+
+    def step(self, action):
+        obs, reward, terminated, truncated, _ = super().step(action)
+        return obs, reward, terminated, truncated, {"hit": float(-reward < 0.5), "distance": -reward, "name": "x"}
+
+
+HIT_ID = "thirdparty/Hit-v0"
+if HIT_ID not in gym.registry:
+    gym.register(HIT_ID, entry_point=HitTaskEnv, max_episode_steps=10)
+
+
+def _collect(backend="auto", episodes_per_trial=1):
+    c = Collector(HIT_ID, seed=3, backend=backend)
+    torch.manual_seed(0)
+    policy = make_policy(c.observation_space, c.action_space, False, (8,))
+    tasks = c.sample_tasks(4, np.random.default_rng(0))
+    batch = c.collect(policy, tasks, 6, episodes_per_trial=episodes_per_trial)
+    c.close()
+    return batch
+
+
+@pytest.mark.parametrize("episodes_per_trial", [1, 3])
+def test_info_scalars_are_recorded_and_masked(episodes_per_trial):
+    b = _collect(episodes_per_trial=episodes_per_trial)
+    assert set(b.infos) == {"hit", "distance"}  # only the declared scalars; "name" is not one
+    valid = b.valid.bool()
+    assert not bool(valid.all())  # some episodes ended early
+    # distance = -reward on every real step, 0 on masked ones (as rewards)
+    assert torch.equal(b.infos["distance"], -b.rewards)
+    assert torch.equal(b.infos["hit"][valid], (-b.rewards[valid] < 0.5).float())
+    assert torch.all(b.infos["hit"][~valid] == 0)
+    # an episode's value: the max over its valid steps, by a loop over episodes
+    E, H, B = b.episodes_per_trial, b.horizon, b.num_columns
+    expected = torch.zeros(E, B)
+    for e in range(E):
+        for col in range(B):
+            rows = slice(e * H, (e + 1) * H)
+            expected[e, col] = b.infos["distance"][rows, col][valid[rows, col]].max()
+    assert torch.equal(b.episode_info_max("distance"), expected)
+    hit = b.episode_info_max("hit")
+    assert torch.allclose(b.mean_info_max_per_task("hit"), hit.mean(0).reshape(4, -1).mean(1))
+    assert 0 < float(hit.mean()) < 1  # both outcomes occur, so the check above can fail
+
+
+def test_missing_info_scalar_is_one_line():
+    b = _collect()
+    with pytest.raises(KeyError, match="no per-step info 'success' .*it has: hit, distance"):
+        b.episode_info_max("success")
+
+
+def test_info_scalars_on_subproc_and_across_ray_shares():
+    local = _collect()
+    sub = _collect("subproc")
+    for key in local.infos:
+        assert torch.equal(local.infos[key], sub.infos[key]), key
+    # two shares of whole tasks, concatenated as the Ray collector does
+    half = local.num_columns // 2
+
+    def share(cols):
+        fields = {f.name: getattr(local, f.name) for f in dataclasses.fields(local)}
+        for name, value in fields.items():
+            if isinstance(value, torch.Tensor) and name != "task_index":
+                fields[name] = value[:, cols]
+        fields["infos"] = {k: v[:, cols] for k, v in local.infos.items()}
+        fields["task_index"] = local.task_index[cols] - local.task_index[cols][0]
+        fields["num_tasks"] = local.num_tasks // 2
+        return type(local)(**fields)
+
+    merged = _concat_columns([share(slice(0, half)), share(slice(half, None))], local.num_tasks)
+    for key in local.infos:
+        assert torch.equal(merged.infos[key], local.infos[key]), key
