@@ -355,8 +355,9 @@ def _run(args) -> int:
     except yaml.YAMLError as err:  # e.g. a run directory's config.yaml edited by hand
         print(f"metarl: error: malformed YAML{yaml_error_line(err)}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, OSError) as err:
-        # Clear errors from environments and the collector (unknown env id, missing methods).
+    except (ValueError, TypeError, OSError, ModuleNotFoundError) as err:
+        # Clear errors from environments and the collector (unknown env id, missing methods, an optional
+        # package not installed: the message names the pip command).
         if os.environ.get("METARL_DEBUG"):
             raise
         print(f"metarl: error: {err}", file=sys.stderr)

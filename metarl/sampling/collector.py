@@ -324,6 +324,17 @@ class Collector:
         """Tasks from the distribution (the environment's ``sample_tasks``)."""
         return self.task_env.sample_tasks(n, rng)
 
+    def sample_test_tasks(self, n: int, rng: np.random.Generator) -> list:
+        """Held-out tasks: the environment's ``sample_test_tasks`` where it has a held-out set
+        (Meta-World), else ``sample_tasks`` (the caller's evaluation stream keeps them apart)."""
+        fn = getattr(self.task_env.unwrapped, "sample_test_tasks", None)
+        return fn(n, rng) if fn is not None else self.sample_tasks(n, rng)
+
+    def task_groups(self, tasks: Sequence) -> list[str] | None:
+        """Each task's group (Meta-World: its task class) from the env's optional ``task_group(task)``, else None."""
+        fn = getattr(self.task_env.unwrapped, "task_group", None)
+        return None if fn is None else [str(fn(t)) for t in tasks]
+
     def collect(
         self,
         policy: torch.nn.Module,
