@@ -172,3 +172,38 @@ def test_configs_load_and_run_a_tiny_iteration(config, tmp_path, capsys):
         assert set(groups) <= {"drawer-open-v3", "door-close-v3", "shelf-place-v3", "sweep-into-v3", "lever-pull-v3"}
         assert sum(rows[algo][0]["n_tasks"] for rows in groups.values()) == 5
         assert (run / "eval" / "success_rate_by_group.png").is_file()
+
+
+@needs_metaworld
+def test_ray_actors_collect_metaworld_as_the_local_collector():
+    """Beyond one machine: Ray actors step Meta-World shares (Gymnasium loop each) and return the same
+    batch as local collection, success signal included."""
+    ray = pytest.importorskip("ray")
+    from metarl.common.policies import make_policy
+    from metarl.sampling.ray_collector import RayCollector
+
+    kwargs = dict(seed=4, env_kwargs={"env_name": "push-v3"}, horizon=15)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    try:
+        local = Collector(ML1, **kwargs)
+        remote = RayCollector(ML1, num_workers=2, **kwargs)
+        torch.manual_seed(0)
+        policy = make_policy(local.observation_space, local.action_space, False, (16,))
+        tasks = local.sample_tasks(3, np.random.default_rng(1))
+        a, b = local.collect(policy, tasks, 2), remote.collect(policy, tasks, 2)
+        remote.close()
+        local.close()
+    finally:
+        ray.shutdown()
+    for name in ("obs", "actions", "rewards", "valid", "log_probs"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert set(b.infos) == {"success"} and torch.equal(a.infos["success"], b.infos["success"])
+
+
+@needs_metaworld
+def test_bench_collect_on_an_ml1_id(capsys):
+    assert main(["bench", "collect", "--env", ML1, "--env-kwarg", "env_name=reach-v3", "--tasks", "2", "--episodes",
+                 "1", "--backend", "subproc", "--repeats", "1", "--threads", "1"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["env"] == ML1 and result["horizon"] == 500 and result["workers"] == 2
+    assert result["gymnasium_single_env_steps_per_s"] > 0 and result["ratio_vs_single_env"] > 0

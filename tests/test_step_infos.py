@@ -20,9 +20,19 @@ from test_vector import TinyTaskEnv
 
 
 class HitTaskEnv(TinyTaskEnv):
-    """The tiny random walk, reporting ``info["hit"]`` = 1 within 0.5 of the offset and ``info["distance"]``."""
+    """The tiny random walk, reporting ``info["hit"]`` = 1 within 0.5 of the offset and ``info["distance"]``;
+    held-out tasks have offsets in [3, 4] or [-4, -3], grouped by sign (as Meta-World's test classes)."""
 
     info_scalars = ("hit", "distance")
+
+    def sample_test_tasks(self, n, rng):
+        return [type(t)(float(np.sign(t.offset) * 3 + t.offset / 2)) for t in self.sample_tasks(n, rng)]
+
+    @staticmethod
+    def task_group(task):
+        if abs(task.offset) <= 2.0:
+            return "training task"  # never seen in evaluation, which draws from sample_test_tasks
+        return "right" if task.offset > 0 else "left"
 
     def step(self, action):
         obs, reward, terminated, truncated, _ = super().step(action)
@@ -94,3 +104,50 @@ def test_info_scalars_on_subproc_and_across_ray_shares():
     merged = _concat_columns([share(slice(0, half)), share(slice(half, None))], local.num_tasks)
     for key in local.infos:
         assert torch.equal(merged.infos[key], local.infos[key]), key
+
+
+@pytest.mark.parametrize("algo", ["maml", "rl2"])
+def test_success_style_rates_reach_progress_evaluation_and_plots(algo, tmp_path, capsys):
+    """The reports of an env with info indicators and a held-out set (what Meta-World uses), end to end."""
+    import csv
+    import json
+
+    from metarl.cli import main
+    from metarl.evaluation.plots import plot_training
+
+    run = tmp_path / "run"
+    config = tmp_path / "hit.yaml"
+    config.write_text(f"algo: {algo}\n")
+    sets = [f"algo={algo}", f"env.id={HIT_ID}", "train.iterations=2", "train.show_progress=false",
+            "train.eval_every=2", "train.eval_tasks=4", "policy.hidden_sizes=[8]"]
+    sets += (["maml.meta_batch_size=3", "maml.episodes_per_task=2"] if algo == "maml" else
+             ["rl2.trials_per_iteration=4", "rl2.minibatches=1", "rl2.episodes_per_trial=2"])
+    assert main(["train", str(config), "--run-dir", str(run)] + [a for kv in sets for a in ("--set", kv)]) == 0
+    with open(run / "progress.csv") as f:
+        rows = list(csv.DictReader(f))
+    cols = (["pre_update/hit_rate", "post_update/hit_rate"] if algo == "maml"
+            else ["hit_rate/episode_0", "hit_rate/episode_1"]) + ["meta_test/hit_rate_step0"]
+    for col in cols:
+        assert 0.0 <= float(rows[-1][col]) <= 1.0, col
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--tasks", "8", "--steps", "1"]) == 0
+    assert "hit_rate by step" in capsys.readouterr().out
+    out = run / "eval"
+    summary = json.loads((out / "summary.json").read_text())
+    method = algo
+    # the held-out tasks are the env's test set: their per-task hit rates, grouped by the env's task_group
+    with open(out / "hit_rate_per_task.csv") as f:
+        per_task = [r for r in csv.DictReader(f) if r["method"] == method and r["step"] == "0"]
+    groups = {r["group"] for r in per_task}
+    assert len(per_task) == 8 and groups <= {"left", "right"}  # held-out tasks only
+    for group, curves in summary["hit_rate_by_group"].items():
+        values = [float(r["hit_rate"]) for r in per_task if r["group"] == group]
+        assert curves[method][0]["n_tasks"] == len(values)
+        assert curves[method][0]["mean"] == pytest.approx(np.mean(values))
+    overall = summary["hit_rate"][method][0]
+    assert overall["mean"] == pytest.approx(np.mean([float(r["hit_rate"]) for r in per_task]))
+    for name in ("hit_rate.csv", "hit_rate.png", "hit_rate_by_group.csv", "hit_rate_by_group.png", "adaptation.csv"):
+        assert (out / name).is_file(), name
+    assert "distance_rate" in summary  # every declared indicator is reported (distance is not 0/1 here)
+    png = plot_training([run], tmp_path / "training.png")
+    assert png.is_file() and png.stat().st_size > 0

@@ -59,3 +59,15 @@ def test_subproc_shares_and_errors():
         venv.close()
     with pytest.raises(ValueError, match="num_workers must be a positive integer, got 0"):
         make_vector_env(NAV, 2, backend="subproc", num_workers=0)
+
+
+def test_bench_collect_reports_the_ratio_to_one_gymnasium_env(capsys):
+    import json
+
+    from metarl.cli import main
+
+    assert main(["bench", "collect", "--env", NAV, "--tasks", "2", "--episodes", "3", "--backend", "subproc",
+                 "--workers", "2", "--repeats", "1", "--threads", "1"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["workers"] == 2 and result["batch"] == 6
+    assert result["ratio_vs_single_env"] == result["collector_steps_per_s"] / result["gymnasium_single_env_steps_per_s"]
