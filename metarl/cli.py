@@ -149,7 +149,8 @@ def cmd_plot(args) -> int:
 
     # Options that only one kind of plot reads are errors on the other, not silently dropped.
     if args.training:
-        unused = [flag for flag, value in (("--methods", args.methods), ("--title", args.title), ("--ylim", args.ylim)) if value]
+        unused = [flag for flag, value in (("--methods", args.methods), ("--title", args.title), ("--ylim", args.ylim),
+                                           ("--curves", args.curves != "adaptation" and args.curves)) if value]
         if unused:
             raise SystemExit(f"metarl: error: {' and '.join(unused)} {'apply' if len(unused) > 1 else 'applies'} to adaptation curves, not to --training plots")
         out = plot_training(args.run_dirs, args.out or "training_curves.png", x=args.x or "iteration")
@@ -159,7 +160,7 @@ def cmd_plot(args) -> int:
         if args.ylim is not None and not args.ylim[0] < args.ylim[1]:
             raise SystemExit(f"metarl: error: --ylim {args.ylim[0]:g} {args.ylim[1]:g}: LOW must be below HIGH")
         out = plot_runs(args.run_dirs, args.out or "adaptation_curves.png", title=args.title, methods=args.methods,
-                        ylim=args.ylim)
+                        ylim=args.ylim, curves_name=args.curves)
     print(f"wrote {out}")
     return 0
 
@@ -252,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--x", choices=["iteration", "env_steps"], default=None,
                    help="x axis of --training plots (default iteration)")
     p.add_argument("--title", help="plot title (adaptation curves)")
+    p.add_argument("--curves", default="adaptation", metavar="NAME",
+                   help="which evaluation curves: adaptation (the metric, default) or a rate beside it, e.g. success_rate")
     p.add_argument("--ylim", nargs=2, type=float, metavar=("LOW", "HIGH"),
                    help="y axis range of adaptation curves (e.g. when one method diverges)")
     p.add_argument("--methods", nargs="+", metavar="NAME",

@@ -207,3 +207,17 @@ def test_bench_collect_on_an_ml1_id(capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["env"] == ML1 and result["horizon"] == 500 and result["workers"] == 2
     assert result["gymnasium_single_env_steps_per_s"] > 0 and result["ratio_vs_single_env"] > 0
+
+
+@needs_metaworld
+@pytest.mark.slow  # metaworld builds ML45's 2,500 task records: about 100 s on a busy 2-core machine
+def test_ml45_holds_out_five_classes():
+    import metaworld.env_dict as ed
+
+    env = gym.make("metarl/MetaWorldML45-v0").unwrapped
+    train = env.sample_tasks(200, np.random.default_rng(0))
+    test = env.sample_test_tasks(40, np.random.default_rng(0))
+    assert {t.env_name for t in train} <= set(ed.ML45_V3["train"]) and len(ed.ML45_V3["train"]) == 45
+    assert {t.env_name for t in test} == set(ed.ML45_V3["test"]) and len(ed.ML45_V3["test"]) == 5
+    env.set_task(test[0])
+    assert env.reset(seed=0)[0].shape == (39,)

@@ -151,3 +151,8 @@ def test_success_style_rates_reach_progress_evaluation_and_plots(algo, tmp_path,
     assert "distance_rate" in summary  # every declared indicator is reported (distance is not 0/1 here)
     png = plot_training([run], tmp_path / "training.png")
     assert png.is_file() and png.stat().st_size > 0
+    capsys.readouterr()
+    assert main(["plot", str(run), "--curves", "hit_rate", "--out", str(tmp_path / "rates.png")]) == 0
+    assert (tmp_path / "rates.png").is_file()
+    assert main(["plot", str(run), "--curves", "success_rate"]) == 2
+    assert "no success_rate curves found" in capsys.readouterr().err

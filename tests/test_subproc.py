@@ -71,3 +71,24 @@ def test_bench_collect_reports_the_ratio_to_one_gymnasium_env(capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["workers"] == 2 and result["batch"] == 6
     assert result["ratio_vs_single_env"] == result["collector_steps_per_s"] / result["gymnasium_single_env_steps_per_s"]
+
+
+def test_rng_state_moves_between_local_and_subproc():
+    """A checkpoint's collector state taken in-process continues identically on subproc (exact resume)."""
+    def make(backend):
+        c = Collector(TINY_ID, seed=9, backend=backend, num_workers=2)
+        torch.manual_seed(0)
+        return c, make_policy(c.observation_space, c.action_space, False, (8,))
+
+    local, policy = make("auto")
+    tasks = local.sample_tasks(3, np.random.default_rng(4))
+    local.collect(policy, tasks, 2)
+    state = local.get_rng_state()
+    expected = local.collect(policy, tasks, 2)
+    sub, _ = make("subproc")
+    sub.set_rng_state(state)
+    got = sub.collect(policy, tasks, 2)
+    sub.close()
+    local.close()
+    for name in ("obs", "actions", "rewards", "valid"):
+        assert torch.equal(getattr(expected, name), getattr(got, name)), name

@@ -90,12 +90,14 @@ def plot_curves_by_group(by_group: dict[str, dict[str, list[dict]]], metric: str
 
 
 # ------------------------------------------------------------------ several runs' adaptation curves
-def adaptation_csv_path(source: Path) -> Path:
-    """A run directory, its eval directory or an adaptation.csv file -> the adaptation.csv path."""
-    for candidate in (source / "eval" / "adaptation.csv", source / "adaptation.csv", source):
+def adaptation_csv_path(source: Path, curves: str = "adaptation") -> Path:
+    """A run directory, its eval directory or a curves file -> the ``<curves>.csv`` path (``adaptation``,
+    or a rate such as ``success_rate`` written beside it)."""
+    name = f"{curves}.csv"
+    for candidate in (source / "eval" / name, source / name, source):
         if candidate.is_file():
             return candidate
-    raise PlotError(f"{source}: no adaptation curves found (expected {source}/eval/adaptation.csv; run `metarl evaluate {source}` first)")
+    raise PlotError(f"{source}: no {curves} curves found (expected {source}/eval/{name}; run `metarl evaluate {source}` first)")
 
 
 def read_adaptation_csv(path: Path) -> dict[str, list[dict]]:
@@ -148,7 +150,8 @@ def _run_label(source: Path) -> str:
     return source.name
 
 
-def select_curves(sources: Sequence[str | Path], methods: Sequence[str] | None = None) -> tuple[list[tuple[str, list[dict]]], set, set]:
+def select_curves(sources: Sequence[str | Path], methods: Sequence[str] | None = None,
+                  curves_name: str = "adaptation") -> tuple[list[tuple[str, list[dict]]], set, set]:
     """The curves to overlay: ``[(label "run: method", rows)]`` from every source, keeping only
     ``methods`` when given, plus the metrics and x labels their summaries declare. A method is
     ``NAME`` (that method in every source) or ``RUN:NAME`` (only in the source labelled RUN, the
@@ -157,11 +160,11 @@ def select_curves(sources: Sequence[str | Path], methods: Sequence[str] | None =
     wanted = set(methods or ())
     check_same_actions(sources)
     for source in map(Path, sources):
-        csv_path = adaptation_csv_path(source)
+        csv_path = adaptation_csv_path(source, curves_name)
         summary_path = csv_path.parent / "summary.json"
         if summary_path.is_file():
             summary = json.loads(summary_path.read_text())
-            metrics.add(summary.get("metric", "value"))
+            metrics.add(summary.get("metric", "value") if curves_name == "adaptation" else curves_name)
             x_labels.add(summary.get("x_label", "gradient steps"))
         run = _run_label(source)
         for method, rows in read_adaptation_csv(csv_path).items():
@@ -176,13 +179,15 @@ def select_curves(sources: Sequence[str | Path], methods: Sequence[str] | None =
 
 
 def plot_runs(sources: Sequence[str | Path], out: str | Path, title: str | None = None,
-              methods: Sequence[str] | None = None, ylim: Sequence[float] | None = None) -> Path:
+              methods: Sequence[str] | None = None, ylim: Sequence[float] | None = None,
+              curves_name: str = "adaptation") -> Path:
     """Overlay the adaptation curves of several runs in one PNG; labels are ``run: method``.
+    ``curves_name``: ``adaptation`` (the metric's curves) or a rate written beside them, e.g. ``success_rate``.
     ``methods`` keeps only the curves of those methods (e.g. leave out ``random``); ``ylim`` (low,
     high) fixes the y axis, e.g. when one curve diverges and would flatten the others."""
     if not sources:
         raise PlotError("plot needs at least one run directory")
-    curves, metrics, x_labels = select_curves(sources, methods)
+    curves, metrics, x_labels = select_curves(sources, methods, curves_name)
     if len(metrics) > 1:
         raise PlotError(f"cannot overlay curves of different metrics {sorted(metrics)} on one axis")
     plt = _pyplot()
