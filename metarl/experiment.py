@@ -309,9 +309,16 @@ def evaluate_run(
     rates: dict[str, dict[str, np.ndarray]] = {}
 
     def curve(algo, run_cfg, run_ev, name: str) -> np.ndarray:
-        # Every method gets a fresh collector with the evaluation seed (common random numbers), closed after.
-        with _closing(eval_collector(run_cfg, run_ev)) as collector:
-            found = adaptation_curves(algo, test_tasks, collector, run_ev)
+        # Every method gets a fresh collector with the evaluation seed (common random numbers), closed after;
+        # with eval.task_batch, one per batch of test tasks, batch i > 0 seeded from (eval.seed, i).
+        size = ev.task_batch or len(test_tasks)
+        parts = []
+        for i, start in enumerate(range(0, len(test_tasks), size)):
+            part_ev = run_ev if i == 0 else replace(
+                run_ev, seed=int(np.random.SeedSequence([run_ev.seed, i]).generate_state(1)[0]))
+            with _closing(eval_collector(run_cfg, part_ev)) as collector:
+                parts.append(adaptation_curves(algo, test_tasks[start:start + size], collector, part_ev))
+        found = {key: np.concatenate([p[key] for p in parts], axis=1) for key in parts[0]}
         metric = getattr(algo, "metric", "return")
         for key, values in found.items():
             if key != metric:

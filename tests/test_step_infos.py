@@ -156,3 +156,36 @@ def test_success_style_rates_reach_progress_evaluation_and_plots(algo, tmp_path,
     assert (tmp_path / "rates.png").is_file()
     assert main(["plot", str(run), "--curves", "success_rate"]) == 2
     assert "no success_rate curves found" in capsys.readouterr().err
+
+
+def test_evaluation_in_task_batches(tmp_path):
+    """eval.task_batch: the test tasks adapted a batch at a time, batch 0 with the evaluation seed (so its
+    per-task values are those of a direct evaluation of those tasks), later batches with seeds of their own."""
+    import csv
+    from dataclasses import replace
+
+    from metarl.evaluation.curves import adaptation_curves, eval_collector
+    from metarl.experiment import evaluate_run, load_config, load_run
+    from metarl.train import train
+
+    config = tmp_path / "hit.yaml"
+    config.write_text(f"algo: maml\nenv: {{id: {HIT_ID}}}\npolicy: {{hidden_sizes: [8]}}\n"
+                      "maml: {meta_batch_size: 2, episodes_per_task: 2}\ntrain: {iterations: 1, show_progress: false}\n")
+    run = train(load_config(config), tmp_path / "run")
+
+    def per_task(out):
+        evaluate_run(run, steps=1, tasks=8, overrides=[f"eval.task_batch={out[1]}"] if out[1] else [],
+                     out_dir=tmp_path / out[0])
+        # distance_rate: the episode's largest distance, a continuous value (unlike the 0/1 hit)
+        with open(tmp_path / out[0] / "distance_rate_per_task.csv") as f:
+            return [float(r["distance_rate"]) for r in csv.DictReader(f) if r["method"] == "maml" and r["step"] == "1"]
+
+    whole, batched = per_task(("whole", None)), per_task(("batched", 3))
+    cfg, exp, _ = load_run(run, None)
+    ev = replace(cfg.eval, steps=1, tasks=8, episodes_per_task=cfg.maml.episodes_per_task)
+    collector = eval_collector(cfg, ev)
+    tasks = collector.sample_test_tasks(8, np.random.default_rng(ev.seed))
+    direct = adaptation_curves(exp.algo, tasks[:3], collector, ev)["distance_rate"][1]
+    direct_all = adaptation_curves(exp.algo, tasks, eval_collector(cfg, ev), ev)["distance_rate"][1]
+    assert batched[:3] == direct.tolist() and whole == direct_all.tolist() and len(batched) == 8
+    assert all(a != b for a, b in zip(batched, whole))  # collected apart: other column seeds, other episodes

@@ -92,3 +92,18 @@ def test_rng_state_moves_between_local_and_subproc():
     local.close()
     for name in ("obs", "actions", "rewards", "valid"):
         assert torch.equal(getattr(expected, name), getattr(got, name)), name
+
+
+def test_a_dead_worker_is_one_clear_error():
+    import os
+    import signal
+
+    venv = make_vector_env(NAV, 4, backend="subproc", num_workers=2)
+    venv.set_tasks(NAV_TASKS[:2] * 2)
+    venv.reset()
+    victim = venv._procs[1]
+    os.kill(victim.pid, signal.SIGKILL)  # a worker this test started
+    victim.join(timeout=10)
+    with pytest.raises(ChildProcessError, match=r"a subproc worker of metarl/Navigation2D-v0 died .*-9\)\]"):
+        venv.step(np.zeros((4, 2), dtype=np.float32))
+    venv.close()  # closing again is harmless

@@ -167,17 +167,20 @@ class SubprocVectorEnv(BatchedTaskEnv):
         self.supervised_loss = getattr(env_class(env_id), "supervised_loss", None)
 
     def _call_all(self, command: str, args: Sequence | None = None) -> list:
-        for i, conn in enumerate(self._conns):
-            conn.send((command, None if args is None else args[i]))
-        results, error = [], None
-        for conn in self._conns:  # receive every answer before raising, so the pipes stay in step
-            status, value = conn.recv()
-            if status == "error" and error is None:
-                error = value
-            results.append(value)
+        try:
+            for i, conn in enumerate(self._conns):
+                conn.send((command, None if args is None else args[i]))
+            answers = [conn.recv() for conn in self._conns]  # every answer before raising: the pipes stay in step
+        except (EOFError, OSError):
+            dead = [(p.pid, p.exitcode) for p in self._procs if not p.is_alive()]
+            self.close()
+            raise ChildProcessError(
+                f"a subproc worker of {self.env_id} died (pid, exit code: {dead}); if it ran out of memory, "
+                f"collect fewer columns at a time (Meta-World: ~21 MB each)") from None
+        error = next((value for status, value in answers if status == "error"), None)
         if error is not None:
             raise error
-        return results
+        return [value for _, value in answers]
 
     def _split(self, items) -> list:
         return [items[a:b] for a, b in self.shares]
