@@ -221,3 +221,32 @@ def test_ml45_holds_out_five_classes():
     assert {t.env_name for t in test} == set(ed.ML45_V3["test"]) and len(ed.ML45_V3["test"]) == 5
     env.set_task(test[0])
     assert env.reset(seed=0)[0].shape == (39,)
+
+
+@needs_metaworld
+def test_a_pooled_instance_behaves_as_a_fresh_one():
+    """Changing class hands the old instance to a per-process pool; whoever takes it next, after it ran
+    another task's episode, sees exactly what a fresh instance shows."""
+    env = gym.make(ML10).unwrapped
+    train = env.sample_tasks(60, np.random.default_rng(3))
+    a = next(t for t in train if t.env_name == train[0].env_name and t != train[0])
+    b = next(t for t in train if t.env_name != a.env_name)
+    env.set_task(train[0])
+    used = env._env
+    env.reset(seed=0)
+    for _ in range(30):
+        env.step(np.random.default_rng(1).uniform(-1, 1, 4).astype(np.float32))
+    env.set_task(b)  # gives `used` back
+    other = gym.make(ML10).unwrapped
+    other.set_task(a)
+    assert other._env is used  # reused, not built
+    fresh = gym.make(ML10).unwrapped
+    fresh._env = type(used)()  # a new instance, outside the pool
+    fresh.set_task(a)
+    actions = np.random.default_rng(2).uniform(-1, 1, (20, 4)).astype(np.float32)
+    np.testing.assert_array_equal(other.reset(seed=0)[0], fresh.reset(seed=0)[0])
+    for act in actions:
+        o1, r1, *_ = other.step(act)
+        o2, r2, *_ = fresh.step(act)
+        np.testing.assert_array_equal(o1, o2)
+        assert r1 == r2
