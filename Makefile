@@ -2,10 +2,13 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# A second venv with the Meta-World extra: metaworld pins mujoco==3.3.0, the main venv keeps MuJoCo 4.0,
+# so the batched cheetah is tested under both (make test-metaworld).
+VENV_MW := .venv-mw
 # The CPU wheel of torch; an unpinned torch pulls several GB of CUDA packages.
 TORCH := torch==2.13.0
 
-.PHONY: install demo test test-all clean
+.PHONY: install demo test test-all test-metaworld clean
 
 $(BIN)/metarl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +18,13 @@ $(BIN)/metarl: pyproject.toml
 	touch $(BIN)/metarl
 
 install: $(BIN)/metarl
+
+$(VENV_MW)/bin/metarl: pyproject.toml
+	$(PYTHON) -m venv $(VENV_MW)
+	$(VENV_MW)/bin/pip install -q --upgrade pip
+	$(VENV_MW)/bin/pip install -q $(TORCH)
+	$(VENV_MW)/bin/pip install -q -e ".[test,ray,metaworld]"
+	touch $(VENV_MW)/bin/metarl
 
 demo: install
 	$(BIN)/metarl train experiments/sinusoid_maml.yaml --set train.iterations=3000 --run-dir runs/demo --overwrite
@@ -26,5 +36,9 @@ test: install
 test-all: install
 	$(BIN)/python -m pytest -q -m ""
 
+# The Meta-World tests (skipped by `make test`, which has no metaworld) and the cheetah tests under mujoco 3.3.0.
+test-metaworld: $(VENV_MW)/bin/metarl
+	$(VENV_MW)/bin/python -m pytest -q tests/test_metaworld.py tests/test_half_cheetah.py
+
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) $(VENV_MW) runs build *.egg-info

@@ -19,6 +19,10 @@ TASK_DISTRIBUTIONS = {
     "metarl/HumanoidDir-v0": ("metarl.envs.humanoid:HumanoidDirEnv", 200, {}),
     "metarl/Walker2DRandParams-v0": ("metarl.envs.walker:Walker2DRandParamsEnv", 200, {}),
     "metarl/TabularMDP-v0": ("metarl.envs.tabular_mdp:TabularMDPEnv", 10, {"n_states": 10, "n_actions": 5}),
+    # Meta-World (pip install -e ".[metaworld]"; metaworld is imported only when one is made)
+    "metarl/MetaWorldML1-v0": ("metarl.envs.metaworld:MetaWorldEnv", 500, {"benchmark": "ML1"}),
+    "metarl/MetaWorldML10-v0": ("metarl.envs.metaworld:MetaWorldEnv", 500, {"benchmark": "ML10"}),
+    "metarl/MetaWorldML45-v0": ("metarl.envs.metaworld:MetaWorldEnv", 500, {"benchmark": "ML45"}),
 }
 
 for _id, (_entry, _horizon, _kwargs) in TASK_DISTRIBUTIONS.items():

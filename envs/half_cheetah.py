@@ -108,8 +108,9 @@ def _ctrl_cost(weight: float, actions: np.ndarray) -> np.ndarray:
 def load_model(xml_file: str) -> mujoco.MjModel:
     """Compile a MuJoCo model file (bare names resolve to Gymnasium's assets, as MujocoEnv does).
 
-    Gymnasium's half_cheetah.xml sets ``settotalmass``, which MuJoCo 3.3+ compiles with a deprecation
-    warning (and a MUJOCO_LOG.TXT in the working directory) on every load. This applies it the way the
+    Gymnasium's half_cheetah.xml sets ``settotalmass``, which MuJoCo 4.0 compiles with a deprecation
+    warning (and a MUJOCO_LOG.TXT in the working directory) on every load (3.3.0, metaworld's pin,
+    does not warn; the result is the same under both). This applies it the way the
     warning asks instead, after compiling: ``mj_setTotalmass`` then ``mj_setConst``. Every array of
     the resulting model equals the one the compiler attribute gives (tests/test_half_cheetah.py).
     """

@@ -1,7 +1,9 @@
 """``metarl bench``: speed figures measured in one run, printed as one JSON line each.
 
-* ``collect``: env-steps/s of the Collector (policy in the loop, all columns in parallel) against the
-  open-loop ``mujoco.rollout`` limit for the same model, batch size and thread count, and their ratio.
+* ``collect``: env-steps/s of the Collector (policy in the loop, all columns in parallel) against one
+  Gymnasium env stepped in a Python loop (``ratio_vs_single_env``; the target for Meta-World with
+  ``--backend subproc`` on 2 cores is 1.7), and for natively batched MuJoCo envs against the open-loop
+  ``mujoco.rollout`` limit for the same model, batch size and thread count (``ratio``).
 * ``maml``: seconds per meta-iteration of a config, split into sampling / inner adaptation / outer update.
 * ``sinusoid``: milliseconds per meta-iteration of the MAML-paper sinusoid setting.
 * ``pearl``: env-steps/s of PEARL's collection (its initial prior-z episodes of every training task through
@@ -27,8 +29,10 @@ def _machine() -> dict:
 
 
 def bench_collect(env_id: str = "metarl/HalfCheetahVel-v0", num_tasks: int = 40, episodes_per_task: int = 20,
-                  hidden_sizes=(100, 100), repeats: int = 2, backend: str = "auto") -> dict:
-    """Closed-loop collection vs the open-loop physics limit (MuJoCo envs) for the same batch."""
+                  hidden_sizes=(100, 100), repeats: int = 2, backend: str = "auto", env_kwargs: dict | None = None,
+                  num_workers: int = 2) -> dict:
+    """Closed-loop collection vs one Gymnasium env in a loop, and vs the open-loop physics limit (MuJoCo
+    envs), for the same batch. ``num_workers``: processes of ``backend`` subproc (and Ray actors)."""
     from metarl.sampling.collector import Collector
     from metarl.common.policies import make_policy
 
@@ -36,9 +40,9 @@ def bench_collect(env_id: str = "metarl/HalfCheetahVel-v0", num_tasks: int = 40,
         # Ray actors (collector.num_workers' default, 2) on the cluster in RAY_ADDRESS, else a local Ray
         from metarl.sampling.ray_collector import RayCollector
 
-        collector = RayCollector(env_id, seed=0)
+        collector = RayCollector(env_id, seed=0, env_kwargs=env_kwargs, num_workers=num_workers)
     else:
-        collector = Collector(env_id, seed=0, backend=backend)
+        collector = Collector(env_id, seed=0, backend=backend, env_kwargs=env_kwargs, num_workers=num_workers)
     tasks = collector.sample_tasks(num_tasks, np.random.default_rng(0))
     policy = make_policy(collector.observation_space, collector.action_space, collector.supervised, hidden_sizes)
     collector.collect(policy, tasks, episodes_per_task)  # warm-up: builds the vector env and thread pool
@@ -50,13 +54,14 @@ def bench_collect(env_id: str = "metarl/HalfCheetahVel-v0", num_tasks: int = 40,
     steps = batch.num_steps
     out = {"bench": "collect", "env": env_id, "batch": num_tasks * episodes_per_task, "horizon": collector.horizon,
            "collector_steps_per_s": steps / best}
-    if backend == "ray":
-        out["ray_workers"] = collector.num_workers
+    if backend in ("ray", "subproc"):
+        out["workers"] = collector.num_workers
+    single = _single_env_rate(env_id, collector.horizon, env_kwargs or {})
+    out.update(gymnasium_single_env_steps_per_s=single, ratio_vs_single_env=out["collector_steps_per_s"] / single)
     venv = collector._venv(num_tasks * episodes_per_task)
     if hasattr(venv, "model") and hasattr(venv, "get_state"):
         limit = _open_loop_limit(venv, collector.horizon, repeats)
-        out.update(open_loop_steps_per_s=limit, ratio=out["collector_steps_per_s"] / limit,
-                   gymnasium_single_env_steps_per_s=_single_env_rate(env_id))
+        out.update(open_loop_steps_per_s=limit, ratio=out["collector_steps_per_s"] / limit)
     collector.close()
     return {**out, **_machine()}
 
@@ -87,15 +92,19 @@ def _open_loop_limit(venv, horizon: int, repeats: int) -> float:
     return B * horizon / best
 
 
-def _single_env_rate(env_id: str, steps: int = 4000) -> float:
-    """env-steps/s of one Gymnasium environment stepped in a Python loop (random actions)."""
+def _single_env_rate(env_id: str, horizon: int, env_kwargs: dict, steps: int = 4000) -> float:
+    """env-steps/s of one Gymnasium environment stepped in a Python loop (random actions, no policy),
+    on one task, reset every ``horizon`` steps as the collector resets (resets counted in the time)."""
     import gymnasium as gym
 
-    env = gym.make(env_id, disable_env_checker=True, max_episode_steps=steps + 1)
-    env.reset(seed=0)
+    env = gym.make(env_id, disable_env_checker=True, max_episode_steps=None, **env_kwargs).unwrapped
+    env.set_task(env.sample_tasks(1, np.random.default_rng(0))[0])
+    env.action_space.seed(0)
     actions = [env.action_space.sample() for _ in range(steps)]
     t = time.perf_counter()
-    for a in actions:
+    for i, a in enumerate(actions):
+        if i % horizon == 0:
+            env.reset(seed=i)
         env.step(a)
     rate = steps / (time.perf_counter() - t)
     env.close()
@@ -156,12 +165,22 @@ def bench_pearl(config: str = "experiments/halfcheetah_vel_pearl.yaml", steps: i
            "replay_bound_bytes": algo.replay.nbytes + algo.encoder_buffer.nbytes}
     exp.collector.close()
     return {**out, **_machine()}
+def _parse_kwarg(item: str) -> tuple[str, object]:
+    """``KEY=VALUE`` (the value read as YAML) for ``--env-kwarg``."""
+    import yaml
+
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--env-kwarg expects KEY=VALUE, got {item!r}")
+    return key, yaml.safe_load(value)
 
 
 def run(which: list[str], args) -> None:
     for name in which:
         if name == "collect":
-            result = bench_collect(args.env, args.tasks, args.episodes, repeats=args.repeats, backend=args.backend)
+            env_kwargs = dict(_parse_kwarg(item) for item in (args.env_kwarg or []))
+            result = bench_collect(args.env, args.tasks, args.episodes, repeats=args.repeats, backend=args.backend,
+                                   env_kwargs=env_kwargs, num_workers=args.workers)
         elif name == "maml":
             result = bench_maml(args.config or "experiments/navigation2d_maml.yaml", args.iterations or 3,
                                 args.set or [])

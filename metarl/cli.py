@@ -149,7 +149,8 @@ def cmd_plot(args) -> int:
 
     # Options that only one kind of plot reads are errors on the other, not silently dropped.
     if args.training:
-        unused = [flag for flag, value in (("--methods", args.methods), ("--title", args.title), ("--ylim", args.ylim)) if value]
+        unused = [flag for flag, value in (("--methods", args.methods), ("--title", args.title), ("--ylim", args.ylim),
+                                           ("--curves", args.curves != "adaptation" and args.curves)) if value]
         if unused:
             raise SystemExit(f"metarl: error: {' and '.join(unused)} {'apply' if len(unused) > 1 else 'applies'} to adaptation curves, not to --training plots")
         out = plot_training(args.run_dirs, args.out or "training_curves.png", x=args.x or "iteration")
@@ -159,7 +160,7 @@ def cmd_plot(args) -> int:
         if args.ylim is not None and not args.ylim[0] < args.ylim[1]:
             raise SystemExit(f"metarl: error: --ylim {args.ylim[0]:g} {args.ylim[1]:g}: LOW must be below HIGH")
         out = plot_runs(args.run_dirs, args.out or "adaptation_curves.png", title=args.title, methods=args.methods,
-                        ylim=args.ylim)
+                        ylim=args.ylim, curves_name=args.curves)
     print(f"wrote {out}")
     return 0
 
@@ -252,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--x", choices=["iteration", "env_steps"], default=None,
                    help="x axis of --training plots (default iteration)")
     p.add_argument("--title", help="plot title (adaptation curves)")
+    p.add_argument("--curves", default="adaptation", metavar="NAME",
+                   help="which evaluation curves: adaptation (the metric, default) or a rate beside it, e.g. success_rate")
     p.add_argument("--ylim", nargs=2, type=float, metavar=("LOW", "HIGH"),
                    help="y axis range of adaptation curves (e.g. when one method diverges)")
     p.add_argument("--methods", nargs="+", metavar="NAME",
@@ -295,7 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", default="metarl/HalfCheetahVel-v0", help="collect: environment id")
     p.add_argument("--tasks", type=int, default=40, help="collect: tasks")
     p.add_argument("--episodes", type=int, default=20, help="collect: episodes per task")
-    p.add_argument("--backend", default="auto", help="collect: vector env backend")
+    p.add_argument("--backend", default="auto", help="collect: vector env backend (auto, native, gym, subproc, ray)")
+    p.add_argument("--env-kwarg", action="append", metavar="KEY=VALUE",
+                   help="collect: environment keyword argument, e.g. env_name=push-v3; repeatable")
+    p.add_argument("--workers", type=int, default=2, help="collect: worker processes (subproc) or Ray actors")
     p.add_argument("--repeats", type=int, default=2, help="collect: timed repeats (best is reported)")
     p.add_argument("--config", default=None,
                    help="maml, pearl: config to time (default experiments/navigation2d_maml.yaml, "
@@ -359,8 +365,9 @@ def _run(args) -> int:
     except yaml.YAMLError as err:  # e.g. a run directory's config.yaml edited by hand
         print(f"metarl: error: malformed YAML{yaml_error_line(err)}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, OSError) as err:
-        # Clear errors from environments and the collector (unknown env id, missing methods).
+    except (ValueError, TypeError, OSError, ModuleNotFoundError) as err:
+        # Clear errors from environments and the collector (unknown env id, missing methods, an optional
+        # package not installed: the message names the pip command).
         if os.environ.get("METARL_DEBUG"):
             raise
         print(f"metarl: error: {err}", file=sys.stderr)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import itertools
+import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,10 +38,12 @@ from metarl.evaluation.config import EvalConfig
 from metarl.evaluation.curves import (
     FIT_TASKS,
     FITS_FILE,
+    adaptation_curves,
     eval_collector,
     regression_fits,
     step_line,
     supports_regression_fits,
+    write_rate_results,
     write_results,
 )
 from metarl.evaluation.plots import plot_regression_fits
@@ -180,7 +183,8 @@ def build_experiment(cfg: ExperimentConfig) -> Experiment:
         collector = RayCollector(cfg.env.id, num_workers=cfg.collector.num_workers, address=cfg.collector.address,
                                  **collector_kwargs)
     else:
-        collector = Collector(cfg.env.id, backend=cfg.collector.backend, **collector_kwargs)
+        collector = Collector(cfg.env.id, backend=cfg.collector.backend, num_workers=cfg.collector.num_workers,
+                              **collector_kwargs)
     init_seed = int(streams["init"].generate_state(1)[0])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
@@ -313,14 +317,30 @@ def evaluate_run(
     if ev.steps < 0 or ev.tasks < 1:
         raise RunError(f"evaluate needs --steps >= 0 and --tasks >= 1, got steps={ev.steps}, tasks={ev.tasks}")
     with _closing(eval_collector(cfg, ev)) as collector:
-        test_tasks = collector.sample_tasks(ev.tasks, np.random.default_rng(ev.seed))
+        # held-out tasks: the env's test set where it has one (Meta-World), else the eval stream's draws
+        test_tasks = collector.sample_test_tasks(ev.tasks, np.random.default_rng(ev.seed))
+        groups = collector.task_groups(test_tasks)
+    #: rate curves beside the metric's (e.g. success_rate, from the same episodes): {key: {method: curve}}
+    rates: dict[str, dict[str, np.ndarray]] = {}
 
-    def curve(algo, run_cfg, run_ev) -> np.ndarray:
-        # Every method gets a fresh collector with the evaluation seed (common random numbers), closed after.
-        with _closing(eval_collector(run_cfg, run_ev)) as collector:
-            return algo.adaptation_curve(test_tasks, collector, run_ev)
+    def curve(algo, run_cfg, run_ev, name: str) -> np.ndarray:
+        # Every method gets a fresh collector with the evaluation seed (common random numbers), closed after;
+        # with eval.task_batch, one per batch of test tasks, batch i > 0 seeded from (eval.seed, i).
+        size = ev.task_batch or len(test_tasks)
+        parts = []
+        for i, start in enumerate(range(0, len(test_tasks), size)):
+            part_ev = run_ev if i == 0 else replace(
+                run_ev, seed=int(np.random.SeedSequence([run_ev.seed, i]).generate_state(1)[0]))
+            with _closing(eval_collector(run_cfg, part_ev)) as collector:
+                parts.append(adaptation_curves(algo, test_tasks[start:start + size], collector, part_ev))
+        found = {key: np.concatenate([p[key] for p in parts], axis=1) for key in parts[0]}
+        metric = getattr(algo, "metric", "return")
+        for key, values in found.items():
+            if key != metric:
+                rates.setdefault(key, {})[name] = values
+        return found[metric]
 
-    curves: dict[str, np.ndarray] = {method_name(cfg): curve(exp.algo, cfg, ev)}
+    curves: dict[str, np.ndarray] = {method_name(cfg): curve(exp.algo, cfg, ev, method_name(cfg))}
     if cfg.algo in GRADIENT_BASED:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ev.seed + 1)
@@ -328,7 +348,7 @@ def evaluate_run(
         # A random initialisation has no learned rates: it adapts with the scalar step sizes
         # (eval.inner_lr*, else maml.inner_lr), also when the run is Meta-SGD.
         random_algo = MAML(random_policy, exp.collector, replace(cfg.maml, learn_inner_lr=False))
-        curves["random"] = curve(random_algo, cfg, ev)
+        curves["random"] = curve(random_algo, cfg, ev, "random")
     gradient_based = {method_name(cfg): exp.algo} if cfg.algo in GRADIENT_BASED else {}
     for other in compare:
         other = Path(other)
@@ -343,7 +363,7 @@ def evaluate_run(
         if getattr(oexp.algo, "inner_lrs", None) is not None and (ev.inner_lr, ev.inner_lr_after_first) != (None, None):
             oev = replace(ev, inner_lr=None, inner_lr_after_first=None)
             print(f"{name}: a Meta-SGD run, adapts with its learned per-parameter rates, not eval.inner_lr*")
-        curves[name] = curve(oexp.algo, ocfg, oev)
+        curves[name] = curve(oexp.algo, ocfg, oev, name)
         if ocfg.algo in GRADIENT_BASED:
             gradient_based[name] = oexp.algo
 
@@ -353,6 +373,12 @@ def evaluate_run(
     summary = write_results(out, curves, metric, title, getattr(exp.algo, "curve_x_label", "gradient steps"),
                             actions="mean" if ev.deterministic else "sampled")
     written = "adaptation.csv, adaptation_per_task.csv, summary.json, adaptation.png"
+    x_label = getattr(exp.algo, "curve_x_label", "gradient steps")
+    for key, rate_curves in rates.items():
+        summary.update(write_rate_results(out, key, rate_curves, title, x_label, groups))
+        written += f", {key}.csv, {key}_per_task.csv, {key}.png" + (f", {key}_by_group.csv/png" if groups else "")
+    if rates:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if gradient_based and supports_regression_fits(exp.collector):
         fit_tasks = test_tasks[:FIT_TASKS]
         # Same seed for every method: the same support and query points in every row of the figure.
@@ -363,6 +389,9 @@ def evaluate_run(
         written += ", " + FITS_FILE
     for method, rows in summary["curves"].items():
         print(step_line(method, metric, [r["mean"] for r in rows], digits=3))
+    for key in rates:
+        for method, rows in summary[key].items():
+            print(step_line(method, key, [r["mean"] for r in rows], digits=3))
     for key, what in (("gap_closed", "pretrain_k"), ("gap_closed_vs_pretrain_step0", "pretrain_0")):
         for method, fractions in summary.get(key, {}).items():
             print(step_line(method, f"{what}->oracle gap closed", fractions, digits=2))

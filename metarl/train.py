@@ -33,8 +33,9 @@ from metarl.experiment import (
 #: config keys a resumed run may change (``metarl train --resume RUN --set KEY=V``): none alters
 #: the iterations already run, so the continued run stays the one it was. MuJoCo stepping threads
 #: only split the environments between threads (each steps alone), so a run resumed with fewer
-#: threads, e.g. to share a machine with another training, continues bit-identically.
-RESUME_SETTABLE = ("train.iterations", "train.show_progress", "collector.num_threads")
+#: threads, e.g. to share a machine with another training, continues bit-identically; so do
+#: subproc worker processes and Ray actors (``collector.num_workers``), which split the columns.
+RESUME_SETTABLE = ("train.iterations", "train.show_progress", "collector.num_threads", "collector.num_workers")
 
 
 def _with_resume_settings(saved: ExperimentConfig, given: ExperimentConfig) -> ExperimentConfig:

@@ -188,8 +188,11 @@ def test_model_equals_the_settotalmass_model_without_the_deprecation_warning(tmp
     monkeypatch.chdir(tmp_path)  # MuJoCo writes MUJOCO_LOG.TXT into the working directory on a warning
     ours = load_model(XML_FILE)
     assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
-    reference = mujoco.MjModel.from_xml_path(expand_model_path(XML_FILE))  # compiler attribute: warns
-    assert (tmp_path / "MUJOCO_LOG.TXT").exists()  # (so the check above can fail)
+    reference = mujoco.MjModel.from_xml_path(expand_model_path(XML_FILE))  # compiler attribute
+    # MuJoCo 4.0 warns here (so the check above can fail); 3.3.0, which metaworld pins, predates the
+    # deprecation and compiles it silently: there only the equality of the models below is tested.
+    if tuple(int(x) for x in mujoco.__version__.split(".")[:2]) >= (4, 0):
+        assert (tmp_path / "MUJOCO_LOG.TXT").exists()
     assert abs(ours.body_mass.sum() - 14.0) < 1e-12
     names = [n for n in dir(reference) if not n.startswith("_")]
     arrays = [n for n in names if isinstance(getattr(reference, n, None), np.ndarray)]

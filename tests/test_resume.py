@@ -192,3 +192,22 @@ def test_resume_may_change_mujoco_stepping_threads(tmp_path):
     a, b = _final_params(tmp_path / "full"), _final_params(tmp_path / "parts")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert "num_threads: 2" in (tmp_path / "parts" / "config.yaml").read_text()
+
+
+def test_resume_may_change_subproc_workers(tmp_path):
+    # subproc workers only split the columns (batches equal in-process ones bit for bit), so a run may
+    # continue on another number of worker processes, e.g. a Meta-World run moved to a bigger machine.
+    args = NAVIGATION[:1] + ["--set", "train.iterations=4"] + NAVIGATION[3:] + ["--set", "collector.backend=subproc"]
+    full = _train(args + ["--set", "collector.num_workers=2"], tmp_path / "full")
+    _, err = full.communicate(timeout=600)
+    assert full.returncode == 0, err
+    first = _train(args + ["--set", "train.iterations=3", "--set", "collector.num_workers=1"], tmp_path / "parts")
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    second = _train(["--resume", "--set", "train.iterations=4", "--set", "collector.num_workers=2"], tmp_path / "parts")
+    _, err = second.communicate(timeout=600)
+    assert second.returncode == 0, err
+    assert len(_rows(tmp_path / "full")) == 4 and _rows(tmp_path / "parts") == _rows(tmp_path / "full")
+    a, b = _final_params(tmp_path / "full"), _final_params(tmp_path / "parts")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert "num_workers: 2" in (tmp_path / "parts" / "config.yaml").read_text()

@@ -214,9 +214,12 @@ class GradientAdaptation:
                 params = expand_params(self.policy.params(), M)
                 pre = self.inner_loss(params, query, M).mean()
             return {"pre_update/loss": float(pre)}
-        pre = inner[0].batch.mean_return_per_task().mean() if inner else query.batch.mean_return_per_task().mean()
-        post = query.batch.mean_return_per_task().mean()
-        return {"pre_update/return": float(pre), "post_update/return": float(post)}
+        pre_batch = inner[0].batch if inner else query.batch
+        stats = {"pre_update/return": float(pre_batch.mean_return_per_task().mean()),
+                 "post_update/return": float(query.batch.mean_return_per_task().mean())}
+        stats.update(info_rates(pre_batch, "pre_update/"))
+        stats.update(info_rates(query.batch, "post_update/"))
+        return stats
 
 
     # ------------------------------------------------------------------ evaluation
@@ -229,6 +232,11 @@ class GradientAdaptation:
         drawn once and scored after every step; every step adapts on the same K support points.
         Step sizes: :func:`test_time_inner_lrs` (a Meta-SGD run: its learned per-parameter rates).
         """
+        return self.adaptation_curves(tasks, collector, ev)[self.metric]
+
+    def adaptation_curves(self, tasks, collector, ev) -> dict[str, np.ndarray]:
+        """:meth:`adaptation_curve` under ``self.metric``, and for RL, beside it, ``<key>_rate`` for every
+        per-step info indicator the env records (e.g. ``success_rate``), from the same episodes."""
         cfg = self.cfg
         episodes = ev.episodes_per_task or cfg.episodes_per_task
         lrs = test_time_inner_lrs(cfg, ev, ev.steps, learned=self.inner_lrs is not None)
@@ -237,20 +245,24 @@ class GradientAdaptation:
         if not algo.supervised:
             deterministic = getattr(ev, "deterministic", False)
             params, rows = None, []
+
+            def score(batch):
+                rows.append({"return": batch.mean_return_per_task().cpu().numpy(),
+                             **{f"{k}_rate": batch.mean_info_max_per_task(k).cpu().numpy() for k in batch.infos}})
+
             for j in range(ev.steps + 1):
                 if deterministic:
                     # Scored on mean-action episodes; the inner step still adapts on sampled ones.
-                    scored = collector.collect(self.policy, tasks, episodes, params=params,
-                                               per_task_params=params is not None, deterministic=True)
-                    rows.append(scored.mean_return_per_task().cpu().numpy())
+                    score(collector.collect(self.policy, tasks, episodes, params=params,
+                                            per_task_params=params is not None, deterministic=True))
                     if j == ev.steps:
                         break
                 data = algo.collect_inner(tasks, params, episodes)
                 if not deterministic:
-                    rows.append(data.batch.mean_return_per_task().cpu().numpy())
+                    score(data.batch)
                 if j < ev.steps:
                     params = algo.inner_step_detached(params, data, M, lr=lrs[j])
-            return np.stack(rows)
+            return {key: np.stack([r[key] for r in rows]) for key in rows[0]}
         support = algo.collect_inner(tasks, None, episodes)
         query = algo.collect_inner(tasks, None, EVAL_QUERY_POINTS)
         params = None
@@ -261,7 +273,7 @@ class GradientAdaptation:
                 rows.append(algo.inner_loss(p, query, M).cpu().numpy())
             if j < ev.steps:
                 params = algo.inner_step_detached(params, support, M, lr=lrs[j])
-        return np.stack(rows)
+        return {"loss": np.stack(rows)}
 
     def evaluator(self, collector) -> "GradientAdaptation":
         """This policy, its inner surrogate and step sizes (a Meta-SGD run's learned rates included)
@@ -286,6 +298,12 @@ def test_time_inner_lrs(cfg, ev, steps: int, learned: bool = False) -> list[floa
     first = ev.inner_lr if ev.inner_lr is not None else cfg.inner_lr
     later = ev.inner_lr_after_first if ev.inner_lr_after_first is not None else first
     return [first if j == 0 else later for j in range(steps)]
+
+
+def info_rates(batch, prefix: str = "") -> dict[str, float]:
+    """``<prefix><key>_rate`` for every per-step info indicator of the batch (e.g. success): the fraction
+    of episodes in which it was 1 at some step, averaged per task, then over tasks."""
+    return {f"{prefix}{key}_rate": float(batch.mean_info_max_per_task(key).mean()) for key in batch.infos}
 
 
 def per_task_mean(x: torch.Tensor, valid: torch.Tensor, num_tasks: int) -> torch.Tensor:

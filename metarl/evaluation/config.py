@@ -23,6 +23,8 @@ class EvalConfig:
     """Episodes (H=1: support samples) per task per step; null = maml.episodes_per_task (metarl evaluate: the evaluated run's, for every compared method)."""
     seed: int = 1000
     """Seed of the held-out test task stream, separate from training."""
+    task_batch: int | None = None
+    """metarl evaluate: held-out tasks adapted at once; null = all. Fewer bounds memory (Meta-World: ~21 MB per column, columns = tasks x episodes); each further batch has its own collector seed, the same for every method."""
     deterministic: bool = False
     """Score every method of the evaluation (MAML, Meta-SGD, ProMP, pretrain, random, RL², oracle) with its mean action instead of sampled actions. Gradient-based methods still adapt on sampled episodes; RL² adapts within the trial it is scored on, so its whole trial uses mean actions. No effect on H=1 tasks."""
 
@@ -33,3 +35,4 @@ class EvalConfig:
         check_range(self, "inner_lr_after_first", gt=0)
         check_range(self, "episodes_per_task", ge=1)
         check_range(self, "seed", ge=0)
+        check_range(self, "task_batch", ge=1)

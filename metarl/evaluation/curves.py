@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from metarl.sampling.collector import Collector
-from metarl.evaluation.plots import plot_curves
+from metarl.evaluation.plots import plot_curves, plot_curves_by_group
 
 CSV_COLUMNS = ["method", "step", "mean", "std", "ci95_low", "ci95_high", "n_tasks"]
 
@@ -158,10 +158,55 @@ def write_results(out_dir: Path, curves: dict[str, np.ndarray], metric: str, tit
     return summary
 
 
+def adaptation_curves(algo, tasks: Sequence, collector: Collector, ev) -> dict[str, np.ndarray]:
+    """Every curve an algorithm gives from one evaluation: its metric's, and where the env records
+    per-step indicators, ``<key>_rate`` beside it (e.g. ``success_rate``); each [steps + 1, n_tasks]."""
+    fn = getattr(algo, "adaptation_curves", None)
+    if fn is not None:
+        return fn(tasks, collector, ev)
+    return {getattr(algo, "metric", "return"): algo.adaptation_curve(tasks, collector, ev)}
+
+
+def write_rate_results(out_dir: Path, key: str, curves: dict[str, np.ndarray], title: str, x_label: str,
+                       groups: Sequence[str] | None = None) -> dict:
+    """``<key>.csv`` / ``<key>_per_task.csv`` / ``<key>.png`` (as adaptation.*) for a rate curve such as
+    success_rate, and with task ``groups`` (Meta-World: each test task's class) ``<key>_by_group.csv``
+    (column ``group``) and ``<key>_by_group.png``, one panel per group. Returns the summary entries."""
+    rows = [{"method": m, "step": j, **summarize(v[j])} for m, v in curves.items() for j in range(v.shape[0])]
+    with open(out_dir / f"{key}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, CSV_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    with open(out_dir / f"{key}_per_task.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["method", "step", "task", "group", key])
+        for m, v in curves.items():
+            for j in range(v.shape[0]):
+                for i, value in enumerate(v[j]):
+                    w.writerow([m, j, i, "" if groups is None else groups[i], repr(float(value))])
+    out = {key: {m: [r for r in rows if r["method"] == m] for m in curves}}
+    plot_curves(out[key], key, title, out_dir / f"{key}.png", x_label)
+    if groups is not None:
+        names = list(dict.fromkeys(groups))
+        index = np.array(groups)
+        by_group = {g: {m: [{"method": m, "group": g, "step": j, **summarize(v[j][index == g])}
+                            for j in range(v.shape[0])] for m, v in curves.items()} for g in names}
+        with open(out_dir / f"{key}_by_group.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, ["method", "group", *CSV_COLUMNS[1:]])
+            w.writeheader()
+            for g in names:
+                for m in curves:
+                    w.writerows(by_group[g][m])
+        plot_curves_by_group(by_group, key, title, out_dir / f"{key}_by_group.png", x_label)
+        out[f"{key}_by_group"] = by_group
+    return out
+
+
 def eval_collector(cfg, ev) -> Collector:
     # Every method gets a fresh collector with the same seed: common random numbers across methods.
     return Collector(cfg.env.id, seed=ev.seed, backend=cfg.collector.backend, env_kwargs=cfg.env.kwargs,
-                     horizon=cfg.env.horizon, rescale_actions=cfg.env.rescale_actions)
+                     horizon=cfg.env.horizon, rescale_actions=cfg.env.rescale_actions,
+                     num_workers=cfg.collector.num_workers)
 
 
 #: gradient steps shown in the regression-fit figure (the MAML paper's Figure 2: before, 1 and 10 steps)
@@ -248,7 +293,8 @@ def meta_test_scalars(algo, cfg) -> dict[str, float]:
     """The periodic meta-test of ``metarl train``: mean over ``train.eval_tasks`` held-out tasks of the
     adaptation curve, as ``meta_test/<metric>_step<k>``.
 
-    The test tasks are the first ``train.eval_tasks`` draws of the eval seed stream (``eval.seed``),
+    Where the env records per-step indicators (Meta-World's success), ``meta_test/<key>_rate_step<k>``
+    too. The test tasks are the first ``train.eval_tasks`` held-out draws of the eval seed stream (``eval.seed``),
     the same at every evaluation; a fresh evaluation collector (seed ``eval.seed``) is built each
     time and torch's / numpy's global generators are restored afterwards, so evaluating never
     changes the training run's random streams (resumed runs stay bit-identical).
@@ -258,10 +304,10 @@ def meta_test_scalars(algo, cfg) -> dict[str, float]:
     np_state = np.random.get_state()
     try:
         with torch.random.fork_rng(devices=[]):
-            tasks = collector.sample_tasks(ev.tasks, np.random.default_rng(ev.seed))
-            curve = algo.adaptation_curve(tasks, collector, ev)
+            tasks = collector.sample_test_tasks(ev.tasks, np.random.default_rng(ev.seed))
+            curves = adaptation_curves(algo, tasks, collector, ev)
     finally:
         np.random.set_state(np_state)
         collector.close()
-    metric = getattr(algo, "metric", "return")
-    return {f"meta_test/{metric}_step{k}": float(np.mean(curve[k])) for k in range(curve.shape[0])}
+    return {f"meta_test/{name}_step{k}": float(np.mean(curve[k])) for name, curve in curves.items()
+            for k in range(curve.shape[0])}

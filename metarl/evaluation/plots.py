@@ -66,13 +66,38 @@ def plot_curves(curves: dict[str, list[dict]], metric: str, title: str, path: Pa
     plt.close(fig)
 
 
+def plot_curves_by_group(by_group: dict[str, dict[str, list[dict]]], metric: str, title: str, path: Path,
+                         x_label: str = "gradient steps") -> None:
+    """One panel per task group (Meta-World: held-out task class), each with every method's curve."""
+    plt = _pyplot()
+    n = len(by_group)
+    cols = min(n, 5)
+    rows_ = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(3.6 * cols, 3.0 * rows_), squeeze=False, sharey=True)
+    for ax, (group, curves) in zip(axes.flat, by_group.items()):
+        for method, rows in curves.items():
+            _draw_curve(ax, rows, method)
+        ax.set_title(f"{group} (n={curves[next(iter(curves))][0]['n_tasks']})", fontsize="small")
+        ax.set_xlabel(x_label)
+        _integer_steps(ax)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes[0][0].set_ylabel(metric)
+    axes[0][0].legend(fontsize="x-small")
+    fig.suptitle(title)
+    _save(fig, path)
+
+
 # ------------------------------------------------------------------ several runs' adaptation curves
-def adaptation_csv_path(source: Path) -> Path:
-    """A run directory, its eval directory or an adaptation.csv file -> the adaptation.csv path."""
-    for candidate in (source / "eval" / "adaptation.csv", source / "adaptation.csv", source):
+def adaptation_csv_path(source: Path, curves: str = "adaptation") -> Path:
+    """A run directory, its eval directory or a curves file -> the ``<curves>.csv`` path (``adaptation``,
+    or a rate such as ``success_rate`` written beside it)."""
+    name = f"{curves}.csv"
+    for candidate in (source / "eval" / name, source / name, source):
         if candidate.is_file():
             return candidate
-    raise PlotError(f"{source}: no adaptation curves found (expected {source}/eval/adaptation.csv; run `metarl evaluate {source}` first)")
+    raise PlotError(f"{source}: no {curves} curves found (expected {source}/eval/{name}; run `metarl evaluate {source}` first)")
 
 
 def read_adaptation_csv(path: Path) -> dict[str, list[dict]]:
@@ -125,7 +150,8 @@ def _run_label(source: Path) -> str:
     return source.name
 
 
-def select_curves(sources: Sequence[str | Path], methods: Sequence[str] | None = None) -> tuple[list[tuple[str, list[dict]]], set, set]:
+def select_curves(sources: Sequence[str | Path], methods: Sequence[str] | None = None,
+                  curves_name: str = "adaptation") -> tuple[list[tuple[str, list[dict]]], set, set]:
     """The curves to overlay: ``[(label "run: method", rows)]`` from every source, keeping only
     ``methods`` when given, plus the metrics and x labels their summaries declare. A method is
     ``NAME`` (that method in every source) or ``RUN:NAME`` (only in the source labelled RUN, the
@@ -134,11 +160,11 @@ def select_curves(sources: Sequence[str | Path], methods: Sequence[str] | None =
     wanted = set(methods or ())
     check_same_actions(sources)
     for source in map(Path, sources):
-        csv_path = adaptation_csv_path(source)
+        csv_path = adaptation_csv_path(source, curves_name)
         summary_path = csv_path.parent / "summary.json"
         if summary_path.is_file():
             summary = json.loads(summary_path.read_text())
-            metrics.add(summary.get("metric", "value"))
+            metrics.add(summary.get("metric", "value") if curves_name == "adaptation" else curves_name)
             x_labels.add(summary.get("x_label", "gradient steps"))
         run = _run_label(source)
         for method, rows in read_adaptation_csv(csv_path).items():
@@ -153,13 +179,15 @@ def select_curves(sources: Sequence[str | Path], methods: Sequence[str] | None =
 
 
 def plot_runs(sources: Sequence[str | Path], out: str | Path, title: str | None = None,
-              methods: Sequence[str] | None = None, ylim: Sequence[float] | None = None) -> Path:
+              methods: Sequence[str] | None = None, ylim: Sequence[float] | None = None,
+              curves_name: str = "adaptation") -> Path:
     """Overlay the adaptation curves of several runs in one PNG; labels are ``run: method``.
+    ``curves_name``: ``adaptation`` (the metric's curves) or a rate written beside them, e.g. ``success_rate``.
     ``methods`` keeps only the curves of those methods (e.g. leave out ``random``); ``ylim`` (low,
     high) fixes the y axis, e.g. when one curve diverges and would flatten the others."""
     if not sources:
         raise PlotError("plot needs at least one run directory")
-    curves, metrics, x_labels = select_curves(sources, methods)
+    curves, metrics, x_labels = select_curves(sources, methods, curves_name)
     if len(metrics) > 1:
         raise PlotError(f"cannot overlay curves of different metrics {sorted(metrics)} on one axis")
     plt = _pyplot()
@@ -195,6 +223,8 @@ def _save(fig, out) -> Path:
 TRAINING_SERIES = {
     "return": ["pre_update/return", "post_update/return", "train/return", "return/trial"],
     "loss": ["pre_update/loss", "post_update/loss", "train/loss"],
+    # Meta-World (per-step success indicators); RL²'s first and last episode of a trial are added per run
+    "success_rate": ["pre_update/success_rate", "post_update/success_rate"],
 }
 #: legend label and line style of each training column (MAML / pretrain, oracle, RL²)
 _SERIES_STYLE = {"pre_update": ("pre-update", "--"), "post_update": ("post-update", "-"), "train": ("train", "-"),
@@ -237,9 +267,16 @@ def plot_training(run_dirs: Sequence[str | Path], out: str | Path, x: str = "ite
         cols = sorted((c for c in prog if c.startswith(prefix) and np.isfinite(prog[c]).any()), key=lambda c: int(c[len(prefix):]))
         return [(int(c[len(prefix):]), c) for c in cols]
 
+    def series_cols(prog, metric):
+        cols = [c for c in TRAINING_SERIES[metric] if c in prog]
+        if metric == "success_rate":  # RL²: success rate of the first and the last episode of a trial
+            episodes = sorted((c for c in prog if c.startswith("success_rate/episode_")), key=lambda c: int(c.rsplit("_", 1)[1]))
+            cols += list(dict.fromkeys(episodes[:1] + episodes[-1:]))
+        return cols
+
     panels = []
-    for metric, cols in TRAINING_SERIES.items():
-        if any(c in prog for _, prog in runs for c in cols):
+    for metric in TRAINING_SERIES:
+        if any(series_cols(prog, metric) for _, prog in runs):
             panels.append(("training", metric))
         if any(meta_cols(prog, metric) for _, prog in runs):
             panels.append(("meta-test", metric))
@@ -256,7 +293,7 @@ def plot_training(run_dirs: Sequence[str | Path], out: str | Path, x: str = "ite
             name, color = _run_label(run_dir), f"C{i % 10}"
             if kind == "training":
                 series = [(*_SERIES_STYLE.get(c, _SERIES_STYLE.get(c.split("/")[0], (c, "-"))), c)
-                          for c in TRAINING_SERIES[metric] if c in prog]
+                          for c in series_cols(prog, metric)]
             else:
                 steps = meta_cols(prog, metric)
                 picked = [steps[0], steps[-1]] if len(steps) > 1 else steps

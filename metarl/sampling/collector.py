@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Sequence
 
 import gymnasium as gym
@@ -81,6 +81,9 @@ class EpisodeBatch:
     #: [episodes_per_trial, B, *obs_shape] observation after the last valid step of each episode (the
     #: next observation of that step, which ``obs`` does not hold; off-policy algorithms bootstrap from it)
     final_obs: torch.Tensor | None = None
+    #: per-step info scalars the env names in ``info_scalars`` (e.g. Meta-World's ``success``): [T, B]
+    #: float32, 0 on masked steps
+    infos: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def num_columns(self) -> int:
@@ -104,11 +107,28 @@ class EpisodeBatch:
         per_column = self.episode_returns().mean(0)
         return per_column.reshape(self.num_tasks, -1).mean(1)
 
+    def episode_info_max(self, key: str) -> torch.Tensor:
+        """Largest value of info scalar ``key`` over each episode's valid steps: [episodes_per_trial, B].
+        For a 0/1 ``success`` signal: 1 if the episode succeeded at any step (Meta-World's success)."""
+        if key not in self.infos:
+            raise KeyError(f"the batch holds no per-step info {key!r} (it has: {', '.join(self.infos) or 'none'}); "
+                           f"the env must name it in info_scalars")
+        x = torch.where(self.valid > 0, self.infos[key], float("-inf"))
+        return x.reshape(self.episodes_per_trial, self.horizon, -1).amax(1)
+
+    def mean_info_max_per_task(self, key: str) -> torch.Tensor:
+        """Mean over each task's episodes of :meth:`episode_info_max` (the success rate of ``success``): [M]."""
+        return self.episode_info_max(key).mean(0).reshape(self.num_tasks, -1).mean(1)
+
     def to(self, device) -> "EpisodeBatch":
         kwargs = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            kwargs[f.name] = value.to(device) if isinstance(value, torch.Tensor) else value
+            if isinstance(value, torch.Tensor):
+                value = value.to(device)
+            elif f.name == "infos":
+                value = {k: v.to(device) for k, v in value.items()}
+            kwargs[f.name] = value
         return EpisodeBatch(**kwargs)
 
 
@@ -178,7 +198,8 @@ class Collector:
     rescale_actions: Box actions of the policy live in [-1, 1] per dimension and are mapped affinely
     onto the action space's bounds (after clipping to [-1, 1]) before stepping. No effect on unbounded
     or [-1, 1] Boxes (clipped to their bounds all the same), discrete or supervised tasks (:func:`action_rescaling`).
-    backend: the vector env implementation (``auto``, ``native``, ``gym``); ``ray`` is honoured by
+    backend: the vector env implementation (``auto``, ``native``, ``gym``, ``subproc``: ``auto``'s in
+    ``num_workers`` worker processes, for environments stepped in Python); ``ray`` is honoured by
     :class:`metarl.sampling.ray_collector.RayCollector`, and a plain Collector given it (e.g. the in-process
     evaluation collector of a run configured for Ray) uses ``auto``, which gives the same batches.
     """
@@ -193,12 +214,15 @@ class Collector:
         oracle: bool = False,
         num_threads: int | None = None,
         rescale_actions: bool = True,
+        num_workers: int = 2,
     ):
         self.env_id = env_id
         #: task-in-observation variant: every observation ends with the task's features (oracle policies)
         self.oracle = oracle
         #: stepping threads for native batched envs that take ``num_threads`` (MuJoCo); None = all cores
         self.num_threads = num_threads
+        #: worker processes of the ``subproc`` backend
+        self.num_workers = int(num_workers)
         self.backend = backend
         self._vector_backend = "auto" if backend == "ray" else backend
         self.env_kwargs = dict(env_kwargs or {})
@@ -217,6 +241,8 @@ class Collector:
         self.observation_space = self.task_env.observation_space
         self.action_space = self.task_env.action_space
         self.supervised_loss = getattr(self.task_env, "supervised_loss", None)
+        #: per-step info entries recorded into ``EpisodeBatch.infos`` (named by the env class; generic)
+        self.info_scalars = tuple(getattr(self.task_env.unwrapped, "info_scalars", ()))
         #: (center, half-width) mapping policy actions in [-1, 1] onto the Box bounds; None: the policy
         #: acts in the env's own units (rescaling off, unbounded or [-1, 1] Box, discrete or supervised)
         self.action_rescaling = (
@@ -247,6 +273,8 @@ class Collector:
 
                 venv = make_oracle_vector_env(self.env_id, num_envs, backend=self._vector_backend, **kwargs)
             else:
+                if self._vector_backend == "subproc":
+                    kwargs["num_workers"] = self.num_workers
                 venv = make_vector_env(self.env_id, num_envs, backend=self._vector_backend, **kwargs)
             venv.seed(self.column_seeds(num_envs))
             self._venvs[num_envs] = venv
@@ -302,6 +330,17 @@ class Collector:
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list:
         """Tasks from the distribution (the environment's ``sample_tasks``)."""
         return self.task_env.sample_tasks(n, rng)
+
+    def sample_test_tasks(self, n: int, rng: np.random.Generator) -> list:
+        """Held-out tasks: the environment's ``sample_test_tasks`` where it has a held-out set
+        (Meta-World), else ``sample_tasks`` (the caller's evaluation stream keeps them apart)."""
+        fn = getattr(self.task_env.unwrapped, "sample_test_tasks", None)
+        return fn(n, rng) if fn is not None else self.sample_tasks(n, rng)
+
+    def task_groups(self, tasks: Sequence) -> list[str] | None:
+        """Each task's group (Meta-World: its task class) from the env's optional ``task_group(task)``, else None."""
+        fn = getattr(self.task_env.unwrapped, "task_group", None)
+        return None if fn is None else [str(fn(t)) for t in tasks]
 
     def collect(
         self,
@@ -438,6 +477,7 @@ class Collector:
         inputs_buf = None
         running = np.ones(n_cols, dtype=bool)
         final_obs_buf = np.zeros((episodes_per_trial, n_cols, *np.shape(obs)[1:]), dtype=np.float32)
+        info_bufs = {key: np.zeros((T, n_cols), dtype=np.float32) for key in self.info_scalars}
         if recurrent:
             state = policy.initial_state(rows.total)
             # Before the first step of a trial there is no previous action: -1 for a discrete policy
@@ -485,6 +525,9 @@ class Collector:
                 valid_buf[t] = running
                 obs, reward, terminated, truncated, info = venv.step(self.env_action(action_np))
                 rew_buf[t] = np.where(running, reward, 0.0)
+                for key, buf in info_bufs.items():
+                    if key in info:  # absent only when no sub-env stepped
+                        buf[t] = np.where(running, info[key], 0.0)
                 if self.supervised:
                     if target_buf is None:
                         target_buf = np.zeros((T, *np.shape(info["target"])), dtype=np.float32)
@@ -516,6 +559,7 @@ class Collector:
             targets=None if target_buf is None else torch.from_numpy(target_buf),
             policy_inputs=inputs_buf,
             final_obs=torch.from_numpy(final_obs_buf),
+            infos={key: torch.from_numpy(buf) for key, buf in info_bufs.items()},
         )
 
     def get_rng_state(self) -> dict:

@@ -31,8 +31,8 @@ class EnvConfig:
 class CollectorConfig:
     """Experience collection: vector environments and devices."""
 
-    backend: Literal["auto", "native", "gym", "ray"] = "auto"
-    """Vector env implementation: auto = native batched when available, else the Gymnasium loop; ray = Ray actors (num_workers, address) each using auto."""
+    backend: Literal["auto", "native", "gym", "subproc", "ray"] = "auto"
+    """Vector env implementation: auto = native batched when available, else the Gymnasium loop; subproc = auto's in num_workers worker processes on this machine (envs stepped in Python, e.g. Meta-World); ray = Ray actors (num_workers, address) each using auto."""
     num_threads: int | None = None
     """Threads stepping MuJoCo environments (backend ray: per actor); null = all cores (ray: 1)."""
     torch_threads: int | None = 1
@@ -40,7 +40,7 @@ class CollectorConfig:
     device: str = "cpu"
     """Torch device of the policy during collection and updates."""
     num_workers: int = 2
-    """Ray actors (backend: ray); each takes a contiguous share of the tasks and num_threads (default 1) CPUs."""
+    """Worker processes (backend subproc; one per core) or Ray actors (backend ray; each takes a contiguous share of the tasks and num_threads (default 1) CPUs)."""
     address: str | None = None
     """Ray cluster address; 'auto' joins a running cluster, null starts a local one."""
 

@@ -350,6 +350,8 @@ def _concat_columns(batches: list[EpisodeBatch], num_tasks: int) -> EpisodeBatch
         parts = [getattr(b, f.name) for b in batches]
         if isinstance(parts[0], torch.Tensor) and f.name != "task_index":
             merged[f.name] = torch.cat(parts, dim=1)
+        elif f.name == "infos":  # per-step info scalars, [T, B] each
+            merged[f.name] = {k: torch.cat([p[k] for p in parts], dim=1) for k in parts[0]}
         else:
             merged[f.name] = parts[0]
     merged["task_index"] = torch.arange(num_tasks).repeat_interleave(n_cols // num_tasks)

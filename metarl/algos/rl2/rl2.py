@@ -330,7 +330,13 @@ class RL2:
 
     # ------------------------------------------------------------------ evaluation
     def adaptation_curve(self, tasks: Sequence, collector: Collector, ev) -> np.ndarray:
-        """Mean return of each episode index within a trial on held-out ``tasks``: [episodes_per_trial, n_tasks].
+        """Mean return of each episode index within a trial on held-out ``tasks``: [episodes_per_trial, n_tasks]
+        (see :meth:`adaptation_curves`)."""
+        return self.adaptation_curves(tasks, collector, ev)["return"]
+
+    def adaptation_curves(self, tasks: Sequence, collector: Collector, ev) -> dict[str, np.ndarray]:
+        """Mean return of each episode index within a trial on held-out ``tasks``: [episodes_per_trial, n_tasks],
+        and beside it ``<key>_rate`` of every per-step info indicator the env records (e.g. success_rate).
 
         One trial per task, or ``ceil(ev.episodes_per_task / episodes_per_trial)`` trials when
         ``ev.episodes_per_task`` is set (averaged per task). Actions are sampled, not the mode (the
@@ -343,8 +349,9 @@ class RL2:
         self.policy.eval()
         batch = collector.collect(self.policy, list(tasks), episodes_per_task=E * trials, episodes_per_trial=E,
                                   deterministic=getattr(ev, "deterministic", False))
-        returns = batch.episode_returns()  # [E, B], columns task-major
-        return returns.reshape(E, len(tasks), trials).mean(2).cpu().numpy()
+        per_episode = {"return": batch.episode_returns(),  # [E, B], columns task-major
+                       **{f"{k}_rate": batch.episode_info_max(k) for k in batch.infos}}
+        return {key: v.reshape(E, len(tasks), trials).mean(2).cpu().numpy() for key, v in per_episode.items()}
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -365,6 +372,9 @@ def trial_return_stats(batch: EpisodeBatch) -> dict[str, float]:
     returns = batch.episode_returns()  # [E, B]
     stats = {f"return/episode_{k}": float(returns[k].mean()) for k in range(returns.shape[0])}
     stats["return/trial"] = float(returns.sum(0).mean())
+    for key in batch.infos:  # per-step info indicators, e.g. success: the rate per episode of the trial
+        rates = batch.episode_info_max(key)  # [E, B]
+        stats.update({f"{key}_rate/episode_{k}": float(rates[k].mean()) for k in range(rates.shape[0])})
     return stats
 
 

@@ -1,0 +1,109 @@
+"""The subprocess vector env (collector backend ``subproc``): the same batches as in-process
+collection, bit for bit, whatever the number of workers, early terminations and RL² trials included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import metarl  # noqa: F401  (registers metarl/...)
+from metarl.common.policies import make_policy
+from metarl.envs.navigation import NavigationTask
+from metarl.sampling.collector import Collector
+from metarl.sampling.vector import SubprocVectorEnv, make_vector_env
+
+from test_vector import TINY_ID  # registers a third-party env (gym loop inside the workers)
+
+NAV = "metarl/Navigation2D-v0"
+NAV_TASKS = [NavigationTask((0.1, 0.0)), NavigationTask((0.3, -0.2)), NavigationTask((-0.4, 0.45))]
+
+
+def _batch(backend, env_id, tasks, workers=2, episodes_per_trial=1, horizon=None):
+    c = Collector(env_id, seed=7, backend=backend, num_workers=workers, horizon=horizon)
+    torch.manual_seed(0)
+    policy = make_policy(c.observation_space, c.action_space, False, (8,))
+    batch = c.collect(policy, tasks, 4, episodes_per_trial=episodes_per_trial)
+    states = c.get_rng_state()["envs"]
+    c.close()
+    return batch, states
+
+
+@pytest.mark.parametrize("env_id", [NAV, TINY_ID])
+@pytest.mark.parametrize("workers,episodes_per_trial", [(2, 1), (3, 2)])
+def test_subproc_equals_in_process(env_id, workers, episodes_per_trial):
+    tasks = NAV_TASKS if env_id == NAV else Collector(env_id).sample_tasks(3, np.random.default_rng(1))
+    local, local_states = _batch("auto", env_id, tasks, episodes_per_trial=episodes_per_trial, horizon=20)
+    sub, sub_states = _batch("subproc", env_id, tasks, workers, episodes_per_trial, horizon=20)
+    for name in ("obs", "actions", "rewards", "valid", "dones", "log_probs", "timesteps", "task_index"):
+        assert torch.equal(getattr(local, name), getattr(sub, name)), name
+    assert local_states == sub_states  # the sub-environments' streams continue identically
+    if env_id == TINY_ID:
+        assert not bool(local.valid.all())  # some episodes terminated early: the masking was exercised
+
+
+def test_subproc_shares_and_errors():
+    venv = make_vector_env(NAV, 5, backend="subproc", num_workers=2)
+    try:
+        assert isinstance(venv, SubprocVectorEnv) and venv.shares == [(0, 2), (2, 5)]
+        venv.set_tasks(NAV_TASKS[:2] + NAV_TASKS)
+        venv.seed(list(range(5)))
+        obs, _ = venv.reset()
+        assert obs.shape == (5, 2)
+        # an error in a worker is raised in the parent, with its own type and message
+        with pytest.raises(ValueError, match=r"expected an action of shape \(2, 2\), got shape \(2, 3\)"):
+            venv.step(np.zeros((5, 3)))
+        obs, reward, term, trunc, _ = venv.step(np.zeros((5, 2), dtype=np.float32))  # the pipes stay in step
+        assert reward.shape == term.shape == (5,)
+    finally:
+        venv.close()
+    with pytest.raises(ValueError, match="num_workers must be a positive integer, got 0"):
+        make_vector_env(NAV, 2, backend="subproc", num_workers=0)
+
+
+def test_bench_collect_reports_the_ratio_to_one_gymnasium_env(capsys):
+    import json
+
+    from metarl.cli import main
+
+    assert main(["bench", "collect", "--env", NAV, "--tasks", "2", "--episodes", "3", "--backend", "subproc",
+                 "--workers", "2", "--repeats", "1", "--threads", "1"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["workers"] == 2 and result["batch"] == 6
+    assert result["ratio_vs_single_env"] == result["collector_steps_per_s"] / result["gymnasium_single_env_steps_per_s"]
+
+
+def test_rng_state_moves_between_local_and_subproc():
+    """A checkpoint's collector state taken in-process continues identically on subproc (exact resume)."""
+    def make(backend):
+        c = Collector(TINY_ID, seed=9, backend=backend, num_workers=2)
+        torch.manual_seed(0)
+        return c, make_policy(c.observation_space, c.action_space, False, (8,))
+
+    local, policy = make("auto")
+    tasks = local.sample_tasks(3, np.random.default_rng(4))
+    local.collect(policy, tasks, 2)
+    state = local.get_rng_state()
+    expected = local.collect(policy, tasks, 2)
+    sub, _ = make("subproc")
+    sub.set_rng_state(state)
+    got = sub.collect(policy, tasks, 2)
+    sub.close()
+    local.close()
+    for name in ("obs", "actions", "rewards", "valid"):
+        assert torch.equal(getattr(expected, name), getattr(got, name)), name
+
+
+def test_a_dead_worker_is_one_clear_error():
+    import os
+    import signal
+
+    venv = make_vector_env(NAV, 4, backend="subproc", num_workers=2)
+    venv.set_tasks(NAV_TASKS[:2] * 2)
+    venv.reset()
+    victim = venv._procs[1]
+    os.kill(victim.pid, signal.SIGKILL)  # a worker this test started
+    victim.join(timeout=10)
+    with pytest.raises(ChildProcessError, match=r"a subproc worker of metarl/Navigation2D-v0 died .*-9\)\]"):
+        venv.step(np.zeros((4, 2), dtype=np.float32))
+    venv.close()  # closing again is harmless
