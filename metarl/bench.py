@@ -3,7 +3,8 @@
 * ``collect``: env-steps/s of the Collector (policy in the loop, all columns in parallel) against the
   open-loop ``mujoco.rollout`` limit for the same model, batch size and thread count, and their ratio.
 * ``maml``: seconds per meta-iteration of a config, split into sampling / inner adaptation / outer update.
-* ``sinusoid``: milliseconds per meta-iteration of the MAML-paper sinusoid setting.
+* ``sinusoid``: milliseconds per meta-iteration of the MAML-paper sinusoid setting; ``--reference`` also
+  times a plain ``torch.func`` MAML of the same setting in the same run (interleaved rounds, medians).
 
 Absolute times depend on the machine; ratios measured in the same run are what carry over.
 """
@@ -121,11 +122,12 @@ def bench_maml(config: str = "experiments/navigation2d_maml.yaml", iterations: i
     return {**out, **_machine()}
 
 
-def bench_sinusoid(iterations: int = 300) -> dict:
-    """Milliseconds per meta-iteration: meta-batch 25, K = 10, one inner step, 2x40 ReLU, Adam."""
-    r = bench_maml("experiments/sinusoid_maml.yaml", iterations)
-    return {"bench": "sinusoid", "ms_per_iteration": 1000 * r["seconds_per_iteration"],
-            **{k: v for k, v in r.items() if k.endswith("_s") and k != "seconds_per_iteration"}, **_machine()}
+def bench_sinusoid(iterations: int = 300, reference: bool = False) -> dict:
+    """Milliseconds per meta-iteration: meta-batch 25, K = 10, one inner step, 2x40 ReLU, Adam; with
+    ``reference``, a plain torch.func MAML of the same setting timed in the same run (metarl.bench_sinusoid)."""
+    from metarl.bench_sinusoid import bench_sinusoid as run_sinusoid
+
+    return {**run_sinusoid(iterations, reference), **_machine()}
 
 
 def run(which: list[str], args) -> None:
@@ -135,7 +137,7 @@ def run(which: list[str], args) -> None:
         elif name == "maml":
             result = bench_maml(args.config, args.iterations, args.set or [])
         elif name == "sinusoid":
-            result = bench_sinusoid()
+            result = bench_sinusoid(reference=getattr(args, "reference", False))
         else:
             raise ValueError(f"unknown benchmark {name!r}; expected collect, maml or sinusoid")
         print(json.dumps(result), flush=True)

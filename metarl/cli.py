@@ -300,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=3, help="maml: timed iterations after one warm-up")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="maml: config overrides")
     p.add_argument("--threads", type=int, default=None, help="torch/MuJoCo threads (default: all cores)")
+    p.add_argument("--reference", action="store_true",
+                   help="sinusoid: also time a plain torch.func MAML of the same setting, interleaved, and print the ratio")
     _common(p)
     p.set_defaults(func=cmd_bench)
     return parser
