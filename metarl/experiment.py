@@ -42,7 +42,7 @@ from metarl.evaluation.curves import (
 )
 from metarl.evaluation.plots import plot_regression_fits
 from metarl.sampling.collector import Collector
-from metarl.sampling.config import CollectorConfig, EnvConfig
+from metarl.sampling.config import CollectorConfig, EnvConfig, torch_device
 from metarl.sampling.vector import horizon
 
 # ---------------------------------------------------------------------------------------------------
@@ -161,6 +161,7 @@ def configure_threads(num_threads: int | None) -> int:
 
 def build_experiment(cfg: ExperimentConfig) -> Experiment:
     """Collector, policy and algorithm for ``cfg`` (no files touched)."""
+    torch_device(cfg.collector.device)  # one clear line if this machine lacks the device
     streams = seed_streams(cfg.seed)
     collector_kwargs = dict(
         seed=int(streams["collector"].generate_state(1)[0]),

@@ -238,7 +238,7 @@ class RecurrentPolicy(Policy):
             self.log_std = nn.Parameter(torch.full((self.action_dim,), float(init_log_std)))
 
     def initial_state(self, batch_size: int) -> torch.Tensor:
-        return torch.zeros(batch_size, self.hidden_size)
+        return torch.zeros(batch_size, self.hidden_size, device=self.head.weight.device)
 
     def make_inputs(self, obs, prev_action, prev_reward, prev_done) -> torch.Tensor:
         """Concatenate (obs, previous action [one-hot if discrete], previous reward, done flag).
