@@ -113,3 +113,20 @@ def test_update_reads_do_not_grow_with_minibatches():
 
     one, four = update_reads(1), update_reads(4)
     assert one == four and sum(one.values()) < 30
+
+
+def test_oracle_makes_every_tensor_on_the_policy_device():
+    from metarl.algos.oracle.oracle import OracleTrainer
+    from metarl.evaluation.config import EvalConfig
+    from metarl.sampling.collector import Collector
+
+    cfg = load_config("experiments/navigation2d_oracle.yaml", ["env.horizon=10", "rl2.ppo_epochs=1",
+                                                               "policy.hidden_sizes=[8,8]"])
+    trainer = OracleTrainer(cfg, Collector(cfg.env.id, seed=0, horizon=10), num_envs=2, episodes_per_env=1)
+    tasks = Collector(cfg.env.id, seed=1).sample_tasks(3, np.random.default_rng(1))
+    with DeviceAudit() as audit:
+        trainer.train_iteration(np.random.default_rng(0))
+        trainer.adaptation_curve(tasks, Collector(cfg.env.id, seed=1, horizon=10), EvalConfig(tasks=3, steps=1))
+    assert audit.undevice == []
+    rollout = {read: n for (fn, read), n in audit.reads.items() if fn == "_rollout"}
+    assert rollout and rollout["cpu"] == rollout["numpy"] and rollout["cpu"] % 10 == 0
