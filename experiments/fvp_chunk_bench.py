@@ -1,4 +1,5 @@
-"""Would row chunks speed up the outer update's Fisher-vector products? (issue 22, not yet built into fisher.py)
+"""Would row chunks speed up the outer update's Fisher-vector products? (issue 22; see BENCHMARKS.md: the gain
+shown here did not carry over to fisher.py's per-task products, so they are not chunked)
 
 One Gauss-Newton-like chain at the paper setting's size (160k rows x 100 wide, one core): a two-layer
 tangent pass and its backward pass to a [100, 100] outer product, four [N, 100] @ [100, 100] products plus

@@ -3,6 +3,8 @@
 * ``collect``: env-steps/s of the Collector (policy in the loop, all columns in parallel) against the
   open-loop ``mujoco.rollout`` limit for the same model, batch size and thread count, and their ratio.
 * ``maml``: seconds per meta-iteration of a config, split into sampling / inner adaptation / outer update.
+* ``fvp``: the outer update's Fisher-vector products against the bare matmuls they
+  contain (metarl.bench_fvp).
 * ``sinusoid``: milliseconds per meta-iteration of the MAML-paper sinusoid setting; ``--reference`` also
   times a plain ``torch.func`` MAML of the same setting in the same run (interleaved rounds, medians).
 
@@ -136,8 +138,12 @@ def run(which: list[str], args) -> None:
             result = bench_collect(args.env, args.tasks, args.episodes, repeats=args.repeats, backend=args.backend)
         elif name == "maml":
             result = bench_maml(args.config, args.iterations, args.set or [])
+        elif name == "fvp":
+            from metarl.bench_fvp import bench_fvp
+
+            result = {**bench_fvp(args.config, args.set or []), **_machine()}
         elif name == "sinusoid":
             result = bench_sinusoid(reference=getattr(args, "reference", False))
         else:
-            raise ValueError(f"unknown benchmark {name!r}; expected collect, maml or sinusoid")
+            raise ValueError(f"unknown benchmark {name!r}; expected collect, maml, fvp or sinusoid")
         print(json.dumps(result), flush=True)

@@ -290,15 +290,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_seeds)
 
     p = sub.add_parser("bench", help="speed benchmarks, one JSON line each (see BENCHMARKS.md)")
-    p.add_argument("which", nargs="*", choices=["collect", "maml", "sinusoid"], help="default: all three")
+    p.add_argument("which", nargs="*", choices=["collect", "maml", "fvp", "sinusoid"],
+                   help="default: collect, maml, sinusoid")
     p.add_argument("--env", default="metarl/HalfCheetahVel-v0", help="collect: environment id")
     p.add_argument("--tasks", type=int, default=40, help="collect: tasks")
     p.add_argument("--episodes", type=int, default=20, help="collect: episodes per task")
     p.add_argument("--backend", default="auto", help="collect: vector env backend")
     p.add_argument("--repeats", type=int, default=2, help="collect: timed repeats (best is reported)")
-    p.add_argument("--config", default="experiments/navigation2d_maml.yaml", help="maml: config to time")
+    p.add_argument("--config", default="experiments/navigation2d_maml.yaml", help="maml, fvp: config to time")
     p.add_argument("--iterations", type=int, default=3, help="maml: timed iterations after one warm-up")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="maml: config overrides")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="maml, fvp: config overrides")
     p.add_argument("--threads", type=int, default=None, help="torch/MuJoCo threads (default: all cores)")
     p.add_argument("--reference", action="store_true",
                    help="sinusoid: also time a plain torch.func MAML of the same setting, interleaved, and print the ratio")
