@@ -174,10 +174,16 @@ class BatchedSinusoidEnv(BatchedTaskEnv):
         self.set_tasks([DEFAULT_TASK] * self.num_envs)
 
     def _tasks_changed(self) -> None:
-        for task in self.tasks:
+        # A task object repeats over its columns (the collector sets one per episode): check and read each
+        # distinct object once (this ran per task per column, a third of an H = 1 collection's time).
+        distinct = {id(t): t for t in self.tasks}
+        for task in distinct.values():
             check_task_type(task, SinusoidTask, type(self).__name__)
-        self._amplitude = np.array([[t.amplitude] for t in self.tasks], dtype=np.float64)
-        self._phase = np.array([[t.phase] for t in self.tasks], dtype=np.float64)
+        slot = {key: i for i, key in enumerate(distinct)}
+        rows = np.fromiter((slot[id(t)] for t in self.tasks), dtype=np.intp, count=self.num_envs)
+        values = np.array([[t.amplitude, t.phase] for t in distinct.values()], dtype=np.float64)[rows]
+        self._amplitude = values[:, :1].copy()
+        self._phase = values[:, 1:].copy()
 
     def reset(self):
         # Each sub-env must draw from its own generator, so this is one call per sub-env (at reset

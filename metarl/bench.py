@@ -5,7 +5,10 @@
   ``--backend subproc`` on 2 cores is 1.7), and for natively batched MuJoCo envs against the open-loop
   ``mujoco.rollout`` limit for the same model, batch size and thread count (``ratio``).
 * ``maml``: seconds per meta-iteration of a config, split into sampling / inner adaptation / outer update.
-* ``sinusoid``: milliseconds per meta-iteration of the MAML-paper sinusoid setting.
+* ``fvp``: the outer update's Fisher-vector products against the bare matmuls they
+  contain (metarl.bench_fvp).
+* ``sinusoid``: milliseconds per meta-iteration of the MAML-paper sinusoid setting; ``--reference`` also
+  times a plain ``torch.func`` MAML of the same setting in the same run (interleaved rounds, medians).
 * ``pearl``: env-steps/s of PEARL's collection (its initial prior-z episodes of every training task through
   the Collector, z as a per-task input) and SAC gradient steps/s, with the replay buffers' memory bound.
 
@@ -132,11 +135,12 @@ def bench_maml(config: str = "experiments/navigation2d_maml.yaml", iterations: i
     return {**out, **_machine()}
 
 
-def bench_sinusoid(iterations: int = 300) -> dict:
-    """Milliseconds per meta-iteration: meta-batch 25, K = 10, one inner step, 2x40 ReLU, Adam."""
-    r = bench_maml("experiments/sinusoid_maml.yaml", iterations)
-    return {"bench": "sinusoid", "ms_per_iteration": 1000 * r["seconds_per_iteration"],
-            **{k: v for k, v in r.items() if k.endswith("_s") and k != "seconds_per_iteration"}, **_machine()}
+def bench_sinusoid(iterations: int = 300, reference: bool = False) -> dict:
+    """Milliseconds per meta-iteration: meta-batch 25, K = 10, one inner step, 2x40 ReLU, Adam; with
+    ``reference``, a plain torch.func MAML of the same setting timed in the same run (metarl.bench_sinusoid)."""
+    from metarl.bench_sinusoid import bench_sinusoid as run_sinusoid
+
+    return {**run_sinusoid(iterations, reference), **_machine()}
 
 
 def bench_pearl(config: str = "experiments/halfcheetah_vel_pearl.yaml", steps: int = 20, overrides=()) -> dict:
@@ -184,11 +188,15 @@ def run(which: list[str], args) -> None:
         elif name == "maml":
             result = bench_maml(args.config or "experiments/navigation2d_maml.yaml", args.iterations or 3,
                                 args.set or [])
+        elif name == "fvp":
+            from metarl.bench_fvp import bench_fvp
+
+            result = {**bench_fvp(args.config or "experiments/navigation2d_maml.yaml", args.set or []), **_machine()}
         elif name == "sinusoid":
-            result = bench_sinusoid()
+            result = bench_sinusoid(reference=getattr(args, "reference", False))
         elif name == "pearl":
             result = bench_pearl(args.config or "experiments/halfcheetah_vel_pearl.yaml", args.iterations or 20,
                                  args.set or [])
         else:
-            raise ValueError(f"unknown benchmark {name!r}; expected collect, maml, sinusoid or pearl")
+            raise ValueError(f"unknown benchmark {name!r}; expected collect, maml, fvp, sinusoid or pearl")
         print(json.dumps(result), flush=True)

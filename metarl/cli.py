@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_seeds)
 
     p = sub.add_parser("bench", help="speed benchmarks, one JSON line each (see BENCHMARKS.md)")
-    p.add_argument("which", nargs="*", choices=["collect", "maml", "sinusoid", "pearl"],
+    p.add_argument("which", nargs="*", choices=["collect", "maml", "fvp", "sinusoid", "pearl"],
                    help="default: collect, maml and sinusoid")
     p.add_argument("--env", default="metarl/HalfCheetahVel-v0", help="collect: environment id")
     p.add_argument("--tasks", type=int, default=40, help="collect: tasks")
@@ -304,12 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="collect: worker processes (subproc) or Ray actors")
     p.add_argument("--repeats", type=int, default=2, help="collect: timed repeats (best is reported)")
     p.add_argument("--config", default=None,
-                   help="maml, pearl: config to time (default experiments/navigation2d_maml.yaml, "
-                        "experiments/halfcheetah_vel_pearl.yaml)")
+                   help="maml, fvp, pearl: config to time (default experiments/navigation2d_maml.yaml for maml and fvp, "
+                        "experiments/halfcheetah_vel_pearl.yaml for pearl)")
     p.add_argument("--iterations", type=int, default=None,
                    help="maml: timed iterations after one warm-up (default 3); pearl: timed gradient steps (default 20)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="maml, pearl: config overrides")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="maml, fvp, pearl: config overrides")
     p.add_argument("--threads", type=int, default=None, help="torch/MuJoCo threads (default: all cores)")
+    p.add_argument("--reference", action="store_true",
+                   help="sinusoid: also time a plain torch.func MAML of the same setting, interleaved, and print the ratio")
     _common(p)
     p.set_defaults(func=cmd_bench)
     return parser

@@ -48,7 +48,7 @@ from metarl.evaluation.curves import (
 )
 from metarl.evaluation.plots import plot_regression_fits
 from metarl.sampling.collector import Collector
-from metarl.sampling.config import CollectorConfig, EnvConfig
+from metarl.sampling.config import CollectorConfig, EnvConfig, torch_device
 from metarl.sampling.vector import horizon
 
 # ---------------------------------------------------------------------------------------------------
@@ -169,6 +169,7 @@ def configure_threads(num_threads: int | None) -> int:
 
 def build_experiment(cfg: ExperimentConfig) -> Experiment:
     """Collector, policy and algorithm for ``cfg`` (no files touched)."""
+    torch_device(cfg.collector.device)  # one clear line if this machine lacks the device
     streams = seed_streams(cfg.seed)
     collector_kwargs = dict(
         seed=int(streams["collector"].generate_state(1)[0]),

@@ -167,7 +167,9 @@ class GradientAdaptation:
         Returns ``steps + 1`` InnerData: element j was collected with the parameters after j steps
         (the last with ``final_episodes`` episodes, the post-update / query data). For supervised
         tasks every step reuses the first K support samples (the few-shot setting), and the last
-        element is a fresh query set.
+        element is a fresh query set; their inputs do not depend on the parameters, so no inner step
+        is taken here (both sets are collected with θ, whose predictions and rewards they hold: the
+        outer objective adapts on them, nothing reads the adapted predictions).
         """
         M = len(tasks)
         params = None
@@ -179,7 +181,7 @@ class GradientAdaptation:
             else:
                 data = self.collect_inner(tasks, params, n)
             out.append(data)
-            if j < steps:
+            if j < steps and not self.supervised:
                 params = self.inner_step_detached(params, data, M, lr=None if lrs is None else lrs[j])
         return out
 

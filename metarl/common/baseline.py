@@ -92,8 +92,8 @@ class LinearFeatureBaseline:
             # Zeroing invalid rows removes them from X^T X and X^T y, and zeroes their targets so
             # non-finite garbage there cannot leak in (0 * nan would not be 0, hence where()).
             mask = w > 0
-            x_m = torch.where(mask, feats, torch.zeros((), dtype=feats.dtype))
-            y_m = torch.where(mask, y, torch.zeros((), dtype=y.dtype))
+            x_m = torch.where(mask, feats, torch.zeros((), dtype=feats.dtype, device=feats.device))
+            y_m = torch.where(mask, y, torch.zeros((), dtype=y.dtype, device=y.device))
             # [T, B, *] -> [G, T * C, *]: rows of each group's design matrix.
             xg = x_m.reshape(T, groups, C, F).permute(1, 0, 2, 3).reshape(groups, T * C, F)
             yg = y_m.reshape(T, groups, C, 1).permute(1, 0, 2, 3).reshape(groups, T * C, 1)
@@ -127,5 +127,5 @@ class LinearFeatureBaseline:
             # Predict with the unmasked features so every row gets a value, then zero invalid rows.
             fg = feats.reshape(T, groups, C, F)
             pred = torch.einsum("tgcf,gf->tgc", fg, self.coeffs).reshape(T, B)
-            pred = torch.where(mask.squeeze(-1), pred, torch.zeros((), dtype=pred.dtype))
+            pred = torch.where(mask.squeeze(-1), pred, torch.zeros((), dtype=pred.dtype, device=pred.device))
         return pred.to(out_dtype)

@@ -61,6 +61,12 @@ def _single_threaded_torch():
         torch.set_num_threads(threads)
 
 
+def policy_device(policy: torch.nn.Module) -> torch.device:
+    """The device of a policy's parameters (the CPU for a policy without any)."""
+    param = next(policy.parameters(), None)
+    return torch.device("cpu") if param is None else param.device
+
+
 @dataclass
 class EpisodeBatch:
     """Episodes of many tasks, time-major. Column b belongs to task ``task_index[b]``."""
@@ -463,8 +469,15 @@ class Collector:
         T = H * episodes_per_trial
         venv.set_tasks([task for task in tasks for _ in range(cols_per_task)])
         recurrent = getattr(policy, "is_recurrent", False)
+        # The policy runs on its own device (collector.device): per step the observations go there and
+        # the actions come back, once each; the noise goes there once per collection (it is drawn on the
+        # CPU generator, so every device samples the same actions), and the batch is returned there.
+        device = policy_device(policy)
+        noise = None if noise is None else noise.to(device)
         # [total rows, D]: each task's input repeated over its columns (task-major), built once
-        column_inputs = None if task_inputs is None else task_inputs.detach().float().repeat_interleave(cols_per_task, 0)
+        column_inputs = None
+        if task_inputs is not None:
+            column_inputs = task_inputs.detach().float().repeat_interleave(cols_per_task, 0).to(device)
 
         obs, info = venv.reset()
         obs_buf = np.zeros((T, n_cols, *np.shape(obs)[1:]), dtype=np.float32)
@@ -472,7 +485,7 @@ class Collector:
         valid_buf = np.zeros((T, n_cols), dtype=np.float32)
         done_buf = np.zeros((T, n_cols), dtype=bool)
         act_buf = None
-        logp_buf = torch.zeros(T, n_cols)
+        logp_buf = torch.zeros(T, n_cols, device=device)
         target_buf = None
         inputs_buf = None
         running = np.ones(n_cols, dtype=bool)
@@ -482,10 +495,10 @@ class Collector:
             state = policy.initial_state(rows.total)
             # Before the first step of a trial there is no previous action: -1 for a discrete policy
             # (encoded as an all-zero one-hot, not as "arm 0 was pulled"), zeros for a continuous one.
-            prev_action = (torch.full((n_cols,), -1, dtype=torch.long) if policy.discrete
-                           else torch.zeros(n_cols, policy.action_dim))
-            prev_reward = torch.zeros(n_cols)
-            prev_done = torch.zeros(n_cols)
+            prev_action = (torch.full((n_cols,), -1, dtype=torch.long, device=device) if policy.discrete
+                           else torch.zeros(n_cols, policy.action_dim, device=device))
+            prev_reward = torch.zeros(n_cols, device=device)
+            prev_done = torch.zeros(n_cols, device=device)
 
         with torch.no_grad(), _single_threaded_torch():
             for t in range(T):
@@ -494,12 +507,12 @@ class Collector:
                     obs, info = venv.reset()
                     running[:] = True
                 obs_buf[t] = obs
-                obs_t = torch.from_numpy(obs_buf[t])
+                obs_t = torch.from_numpy(obs_buf[t]).to(device)
                 if recurrent:
                     inputs = policy.make_inputs(obs_t, prev_action, prev_reward, prev_done)
                     out, new_state = policy.step(rows.widen(inputs), state)
                     if inputs_buf is None:
-                        inputs_buf = torch.zeros(T, n_cols, inputs.shape[-1])
+                        inputs_buf = torch.zeros(T, n_cols, inputs.shape[-1], device=device)
                     inputs_buf[t] = inputs
                 else:
                     x = rows.widen(obs_t)
@@ -518,7 +531,7 @@ class Collector:
                     action = dist.sample_from_noise(None if noise is None else rows.widen(noise[t]))
                 logp_buf[t] = rows.narrow(dist.log_prob(action))
                 action = rows.narrow(action)
-                action_np = action.numpy()
+                action_np = action.cpu().numpy()
                 if act_buf is None:
                     act_buf = np.zeros((T, *action_np.shape), dtype=action_np.dtype)
                 act_buf[t] = action_np
@@ -536,14 +549,16 @@ class Collector:
                 done_buf[t] = running & ended
                 final_obs_buf[t // H][done_buf[t]] = obs[done_buf[t]]
                 if recurrent:
-                    run_t = torch.from_numpy(running)
+                    # running, reward, done of this step: one transfer to the policy's device
+                    flags = torch.from_numpy(np.stack([running, rew_buf[t], done_buf[t]]).astype(np.float32)).to(device)
+                    run_t = flags[0] > 0
                     state = torch.where(rows.widen(run_t).unsqueeze(-1), new_state, state)
                     prev_action = torch.where(run_t.view(-1, *[1] * (action.dim() - 1)), action, prev_action)
-                    prev_reward = torch.where(run_t, torch.from_numpy(rew_buf[t]), prev_reward)
-                    prev_done = torch.where(run_t, torch.from_numpy(done_buf[t]).float(), prev_done)
+                    prev_reward = torch.where(run_t, flags[1], prev_reward)
+                    prev_done = torch.where(run_t, flags[2], prev_done)
                 running &= ~ended
 
-        timesteps = torch.arange(T).remainder(H).unsqueeze(1).expand(T, n_cols)
+        timesteps = torch.arange(T, device=device).remainder(H).unsqueeze(1).expand(T, n_cols)
         return EpisodeBatch(
             obs=torch.from_numpy(obs_buf),
             actions=torch.from_numpy(act_buf),
@@ -552,7 +567,7 @@ class Collector:
             dones=torch.from_numpy(done_buf),
             log_probs=logp_buf,
             timesteps=timesteps,
-            task_index=torch.arange(num_tasks).repeat_interleave(cols_per_task),
+            task_index=torch.arange(num_tasks, device=device).repeat_interleave(cols_per_task),
             num_tasks=num_tasks,
             horizon=H,
             episodes_per_trial=episodes_per_trial,
@@ -560,7 +575,7 @@ class Collector:
             policy_inputs=inputs_buf,
             final_obs=torch.from_numpy(final_obs_buf),
             infos={key: torch.from_numpy(buf) for key, buf in info_bufs.items()},
-        )
+        ).to(device)
 
     def get_rng_state(self) -> dict:
         """Every random stream of the collector (for checkpoints and exact resume)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch
+
 from metarl.common.config import ConfigRangeError, check_range
 
 
@@ -38,7 +40,7 @@ class CollectorConfig:
     torch_threads: int | None = 1
     """Torch intra-op threads for updates; null = all cores. 1 is fastest for small networks (OpenMP spin-waiting)."""
     device: str = "cpu"
-    """Torch device of the policy during collection and updates."""
+    """Torch device of the policy and of every update (cpu, cuda, cuda:N); environments always step on the CPU, observations go to the device and actions come back once per step."""
     num_workers: int = 2
     """Worker processes (backend subproc; one per core) or Ray actors (backend ray; each takes a contiguous share of the tasks and num_threads (default 1) CPUs)."""
     address: str | None = None
@@ -50,3 +52,20 @@ class CollectorConfig:
         check_range(self, "num_workers", ge=1)
         if not self.device.strip():
             raise ConfigRangeError("device", self.device, "a torch device such as 'cpu' or 'cuda:0'")
+
+
+def torch_device(name: str) -> torch.device:
+    """``collector.device`` as a torch.device, checked against this machine: one clear error line for a
+    name torch does not know, or a CUDA device this machine does not have."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigRangeError("collector.device", name, "a torch device such as 'cpu', 'cuda' or 'cuda:0'") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigRangeError("collector.device", name, f"'cpu' on this machine: torch {torch.__version__} "
+                                   "sees no CUDA device (torch.cuda.is_available() is False)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigRangeError("collector.device", name,
+                                   f"one of cuda:0..cuda:{torch.cuda.device_count() - 1} on this machine")
+    return device

@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from gymnasium.utils import seeding
 
-from metarl.sampling.collector import Collector, EpisodeBatch
+from metarl.sampling.collector import Collector, EpisodeBatch, policy_device
 from metarl.common.policies import Params
 
 log = logging.getLogger(__name__)
@@ -205,6 +205,12 @@ class RayCollector(Collector):
         noise = self.action_noise(self.horizon * episodes_per_trial, n_cols, deterministic)
         states = self._env_states.get(n_cols) or self._initial_env_states(n_cols)
 
+        # Actors act on the CPU: a policy on another device (collector.device) is sent as a CPU copy, and
+        # the merged batch goes back to its device.
+        device = policy_device(policy)
+        if device.type != "cpu":
+            policy = copy.deepcopy(policy).cpu()
+            params = None if params is None else {k: v.detach().cpu() for k, v in params.items()}
         # One copy of the policy in the object store for all actors. Parameters are sent detached:
         # adapted (MAML) parameters carry autograd graphs, which cannot be pickled and are not needed to act.
         policy_ref = ray.put(policy)
@@ -227,7 +233,7 @@ class RayCollector(Collector):
             ))
         results = self._run_shares(policy_ref, shares)
         self._env_states[n_cols] = [s for _, share_states in results for s in share_states]
-        return _concat_columns([batch for batch, _ in results], num_tasks)
+        return _concat_columns([batch for batch, _ in results], num_tasks).to(device)
 
     def _worker_for(self, k: int) -> int:
         """The worker that collects share k: worker k, unless it is a replacement not running yet (no

@@ -256,7 +256,7 @@ class RL2:
     def _ppo(self, b: EpisodeBatch, adv: Tensor, returns: Tensor, rng: np.random.Generator) -> dict[str, float]:
         cfg = self.cfg
         self.policy.train()
-        sums: dict[str, float] = {}
+        sums: dict[str, Tensor] = {}  # summed on the device (float64): one host read per update, not per minibatch
         n = 0
         targets = self.value_fn.normalize_targets(returns)
         for _ in range(cfg.ppo_epochs):
@@ -274,10 +274,12 @@ class RL2:
                 self.optimizer.step()
                 for key, value in {"loss/policy": policy_loss, "loss/value": value_loss, "grad_norm/policy": pg_norm,
                                    "grad_norm/value": vf_norm, **st}.items():
-                    sums[key] = sums.get(key, 0.0) + float(value.detach() if torch.is_tensor(value) else value)
+                    value = torch.as_tensor(value.detach() if torch.is_tensor(value) else value,
+                                            dtype=torch.float64, device=self.device)
+                    sums[key] = sums[key] + value if key in sums else value
                 n += 1
         self.policy.eval()
-        return {k: v / n for k, v in sums.items()}
+        return dict(zip(sums, (torch.stack(list(sums.values())) / n).tolist()))
 
     def _trpo(self, b: EpisodeBatch, adv: Tensor, returns: Tensor, rng: np.random.Generator) -> dict[str, float]:
         from metarl.common.trpo import trpo_step
