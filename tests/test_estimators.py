@@ -374,3 +374,14 @@ def test_emaml_sampling_part_is_what_reinforce_misses_to_first_order():
     print(f"relative gap between E-MAML's sampling part and REINFORCE's missing part: {gaps}")
     assert gaps[0.1] < 0.05, gaps
     assert 1.5 < gaps[0.1] / gaps[0.05] < 2.5, gaps  # O(α): halving α halves it
+
+
+def test_emaml_navigation_config_is_maml_but_for_the_estimator():
+    from dataclasses import replace
+
+    from metarl.experiment import load_config
+
+    emaml = load_config("experiments/navigation2d_emaml.yaml")
+    maml = load_config("experiments/navigation2d_maml.yaml")
+    assert emaml.maml.estimator == "emaml"
+    assert replace(emaml, maml=replace(emaml.maml, estimator="reinforce")) == maml
