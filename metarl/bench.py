@@ -125,6 +125,8 @@ def bench_maml(config: str = "experiments/navigation2d_maml.yaml", iterations: i
     results = []
     for name, exp, total in zip(names, exps, totals):
         r = {"config": name, "algo": exp.cfg.algo, "seconds_per_iteration": total.pop("wall") / iterations}
+        if exp.cfg.algo == "maml":
+            r["estimator"] = exp.cfg.maml.estimator
         r.update({k.replace("time/", "").replace("_s", "") + "_s": v / iterations for k, v in total.items()})
         exp.collector.close()
         results.append(r)

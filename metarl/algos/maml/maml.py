@@ -2,14 +2,14 @@
 
 Inner loop (:class:`metarl.common.adaptation.GradientAdaptation`): k differentiable gradient steps
 per task, all tasks at once; the inner surrogate is ``maml.estimator`` (metarl.algos.maml.estimators:
-REINFORCE, LVC, DiCE, or E-MAML's REINFORCE with an exploration term in the outer objective) with the linear feature baseline (RL tasks), or the task's differentiable
-loss on the K support samples (H = 1). The graph through the inner steps is kept (second order)
-unless ``first_order``.
+REINFORCE, LVC, DiCE, or E-MAML's REINFORCE with an exploration term in the outer objective) with the
+linear feature baseline (RL tasks), or the task's differentiable loss on the K support samples (H = 1).
+The graph through the inner steps is kept (second order) unless ``first_order``.
 
 Outer update: TRPO on the post-update policies for RL (surrogate and KL computed through the
 adaptation, conjugate gradient on Fisher-vector products, line search under the KL bound), Adam for
 supervised tasks (and optionally for RL). For Gaussian and categorical MLP policies with the
-REINFORCE inner surrogate the gradient and the Fisher-vector products come from
+REINFORCE inner surrogate (estimator reinforce or emaml) the gradient and the Fisher-vector products come from
 :class:`metarl.algos.maml.fisher.OuterLinearization`: the exact KL Hessian at θ_old in Gauss-Newton
 form, with the MLP's derivatives through the adaptation written out by hand and linearised once per
 update; any other case uses autograd (double backward of the KL through the adaptation). The two
@@ -103,7 +103,8 @@ class MAML(GradientAdaptation):
         params = expand_params(self.policy.params(), M)
         logps = []
         for j, data in enumerate(inner):
-            logps.append(self.policy.distribution(policy_forward(self.policy, data.batch.obs, params, M)).log_prob(data.batch.actions))
+            dist = self.policy.distribution(policy_forward(self.policy, data.batch.obs, params, M))
+            logps.append(dist.log_prob(data.batch.actions))
             if j + 1 < len(inner):
                 params = self.inner_step(params, data, M, create_graph=not first_order)
         return logps
