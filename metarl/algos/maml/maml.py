@@ -9,8 +9,8 @@ The graph through the inner steps is kept (second order) unless ``first_order``.
 Outer update: TRPO on the post-update policies for RL (surrogate and KL computed through the
 adaptation, conjugate gradient on Fisher-vector products, line search under the KL bound), Adam for
 supervised tasks (and optionally for RL). For Gaussian and categorical MLP policies with the
-REINFORCE inner surrogate (estimator reinforce or emaml) the gradient and the Fisher-vector products come from
-:class:`metarl.algos.maml.fisher.OuterLinearization`: the exact KL Hessian at θ_old in Gauss-Newton
+REINFORCE inner surrogate (estimator reinforce or emaml) the gradient and the Fisher-vector products
+come from :class:`metarl.algos.maml.fisher.OuterLinearization`: the exact KL Hessian at θ_old in Gauss-Newton
 form, with the MLP's derivatives through the adaptation written out by hand and linearised once per
 update; any other case uses autograd (double backward of the KL through the adaptation). The two
 give the same step up to rounding (tests/test_fvp.py).
