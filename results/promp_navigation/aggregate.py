@@ -14,8 +14,9 @@ return over the held-out tasks after k inner steps) and writes, into OUT:
 * ``curve.png``: held-out return after 1 step (left) and 3 steps (right) against environment steps,
   mean over seeds with a band of ± one std over seeds, thin lines for the seeds.
 
-Only iterations every seed of a method reached are aggregated (an unfinished run shortens its
-method's curve, and the number of seeds is in every row).
+Runs that stopped before the longest run's last meta-test (unfinished: resume them with
+``metarl train --resume RUN``, or run.sh again) are listed and left out of the curves and final scores,
+so every method is compared on the same env-step budget.
 """
 
 from __future__ import annotations
@@ -128,6 +129,13 @@ def main() -> None:
     runs = read_runs(Path(args.runs))
     if not runs:
         raise SystemExit(f"no runs with a periodic meta-test under {args.runs}")
+    target = max(int(r["iteration"][-1]) for seeds in runs.values() for r in seeds.values())
+    for m in list(runs):
+        for seed in [s for s, r in runs[m].items() if int(r["iteration"][-1]) < target]:
+            print(f"unfinished, left out: {args.runs}/{m}_s{seed} (iteration {int(runs[m][seed]['iteration'][-1])} of {target})")
+            del runs[m][seed]
+        if not runs[m]:
+            del runs[m]
     order = [m for m in LABELS if m in runs] + sorted(set(runs) - set(LABELS))
     curves = {m: aggregate(runs[m]) for m in order}
     out = Path(args.out)
