@@ -10,7 +10,8 @@ return over the held-out tasks after k inner steps) and writes, into OUT:
   for every step k the mean over seeds of the held-out return, its sample std over seeds, min and max;
 * ``final.csv``: per method and seed, the held-out return after 1 and 3 steps averaged over the last
   ``--last`` meta-tests (the end of training, less noisy than one meta-test), and the area under the
-  step-1 curve (mean over all meta-tests: rewards learning speed as well);
+  step-1 curve (mean over all meta-tests: rewards learning speed as well), and the environment steps
+  at the first meta-test whose step-1 return reached ``--threshold``;
 * ``curve.png``: held-out return after 1 step (left) and 3 steps (right) against environment steps,
   mean over seeds with a band of ± one std over seeds, thin lines for the seeds.
 
@@ -71,14 +72,16 @@ def aggregate(runs: dict[int, dict[str, np.ndarray]]) -> list[dict]:
     return rows
 
 
-def final_scores(runs: dict[int, dict[str, np.ndarray]], last: int) -> list[dict]:
+def final_scores(runs: dict[int, dict[str, np.ndarray]], last: int, threshold: float) -> list[dict]:
     out = []
     for s in sorted(runs):
         r = runs[s]
+        reached = np.flatnonzero(r["meta_test/return_step1"] >= threshold)
         out.append({"seed": s, "iterations": int(r["iteration"][-1]), "env_steps": r["env_steps_total"][-1],
                     f"step1_last{last}": r["meta_test/return_step1"][-last:].mean(),
                     f"step3_last{last}": r["meta_test/return_step3"][-last:].mean(),
-                    "step1_area": r["meta_test/return_step1"].mean()})
+                    "step1_area": r["meta_test/return_step1"].mean(),
+                    "env_steps_to_threshold": r["env_steps_total"][reached[0]] if reached.size else math.nan})
     return out
 
 
@@ -124,6 +127,7 @@ def main() -> None:
     p.add_argument("--runs", default="runs/promp_nav")
     p.add_argument("--out", default="results/promp_navigation")
     p.add_argument("--last", type=int, default=5, help="meta-tests averaged for the final score")
+    p.add_argument("--threshold", type=float, default=-15.0, help="step-1 return whose first reaching is reported")
     p.add_argument("--title", default="2D navigation: post-adaptation return on 40 held-out tasks")
     args = p.parse_args()
     runs = read_runs(Path(args.runs))
@@ -141,7 +145,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "curve.csv", [{"method": m, **r} for m in order for r in curves[m]])
-    finals = [{"method": m, **r} for m in order for r in final_scores(runs[m], args.last)]
+    finals = [{"method": m, **r} for m in order for r in final_scores(runs[m], args.last, args.threshold)]
     write_csv(out / "final.csv", finals)
     plot(curves, runs, out / "curve.png", args.title)
     key = f"step1_last{args.last}"
@@ -149,10 +153,12 @@ def main() -> None:
         f = [r for r in finals if r["method"] == m]
         v = np.array([r[key] for r in f])
         a = np.array([r["step1_area"] for r in f])
+        t = np.array([r["env_steps_to_threshold"] for r in f]) / 1e6
         print(f"{LABELS.get(m, m):>12}: {len(f)} seeds, iterations {[r['iterations'] for r in f]}; after 1 step, last "
               f"{args.last} meta-tests: mean {v.mean():.2f}, std over seeds {v.std(ddof=1) if len(v) > 1 else math.nan:.2f}, "
               f"per seed {np.round(v, 2).tolist()}; mean over all meta-tests {a.mean():.2f} "
-              f"(per seed {np.round(a, 2).tolist()})")
+              f"(per seed {np.round(a, 2).tolist()}); millions of env steps to reach {args.threshold:g} after 1 step: "
+              f"per seed {np.round(t, 2).tolist()}")
     print(f"wrote {out / 'curve.csv'}, {out / 'final.csv'}, {out / 'curve.png'}")
 
 
