@@ -12,8 +12,9 @@ return over the held-out tasks after k inner steps) and writes, into OUT:
   ``--last`` meta-tests (the end of training, less noisy than one meta-test), and the area under the
   step-1 curve (mean over all meta-tests: rewards learning speed as well), and the environment steps
   at the first meta-test whose step-1 return reached ``--threshold``;
-* ``curve.png``: held-out return after 1 step (left) and 3 steps (right) against environment steps,
-  mean over seeds with a band of ± one std over seeds, thin lines for the seeds.
+* ``curve.png`` (``--png``; ``--plot-methods`` to show some): held-out return after 1 step (left) and 3
+  steps (right) against environment steps, mean over seeds with a band of ± one std over seeds, thin
+  lines for the seeds.
 
 Runs that stopped before the longest run's last meta-test (unfinished: resume them with
 ``metarl train --resume RUN``, or run.sh again) are listed and left out of the curves and final scores,
@@ -127,6 +128,8 @@ def main() -> None:
     p.add_argument("--runs", default="runs/promp_nav")
     p.add_argument("--out", default="results/promp_navigation")
     p.add_argument("--last", type=int, default=5, help="meta-tests averaged for the final score")
+    p.add_argument("--plot-methods", nargs="+", metavar="METHOD", help="methods in the plot (default: all)")
+    p.add_argument("--png", default="curve.png", help="plot file name in OUT")
     p.add_argument("--threshold", type=float, default=-15.0, help="step-1 return whose first reaching is reported")
     p.add_argument("--title", default="2D navigation: post-adaptation return on 40 held-out tasks")
     args = p.parse_args()
@@ -147,7 +150,8 @@ def main() -> None:
     write_csv(out / "curve.csv", [{"method": m, **r} for m in order for r in curves[m]])
     finals = [{"method": m, **r} for m in order for r in final_scores(runs[m], args.last, args.threshold)]
     write_csv(out / "final.csv", finals)
-    plot(curves, runs, out / "curve.png", args.title)
+    shown = [m for m in order if args.plot_methods is None or m in args.plot_methods]
+    plot({m: curves[m] for m in shown}, runs, out / args.png, args.title)
     key = f"step1_last{args.last}"
     for m in order:
         f = [r for r in finals if r["method"] == m]
@@ -159,7 +163,7 @@ def main() -> None:
               f"per seed {np.round(v, 2).tolist()}; mean over all meta-tests {a.mean():.2f} "
               f"(per seed {np.round(a, 2).tolist()}); millions of env steps to reach {args.threshold:g} after 1 step: "
               f"per seed {np.round(t, 2).tolist()}")
-    print(f"wrote {out / 'curve.csv'}, {out / 'final.csv'}, {out / 'curve.png'}")
+    print(f"wrote {out / 'curve.csv'}, {out / 'final.csv'}, {out / args.png}")
 
 
 if __name__ == "__main__":
