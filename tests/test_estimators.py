@@ -344,6 +344,11 @@ def test_emaml_exploration_term_in_maml():
     expected = torch.autograd.grad(-(score * weights).mean(), params)
     for ge, gp, ex in zip(g_e, g_p, expected):
         torch.testing.assert_close(ge - gp, ex, rtol=1e-4, atol=1e-6)
+    # maml.exploration_weight scales the term
+    algo.cfg.exploration_weight = 0.25
+    loss_w, _, _ = algo._surrogate_and_kl([inner], query, 3, None)
+    for gw, gp, ex in zip(torch.autograd.grad(loss_w, params), g_p, expected):
+        torch.testing.assert_close(gw - gp, 0.25 * ex, rtol=1e-4, atol=1e-6)
 
 
 def _reinforce_missing_part(alpha):

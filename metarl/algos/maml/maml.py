@@ -110,8 +110,10 @@ class MAML(GradientAdaptation):
         return logps
 
     def _exploration_loss(self, inner, query: InnerData, M: int, first_order: bool | None = None) -> torch.Tensor:
-        """E-MAML's term of the outer loss (to minimise): minus the mean over tasks of :meth:`_exploration`."""
-        return -self._exploration(self._inner_logps(inner, M, first_order), inner, query, M).mean()
+        """E-MAML's term of the outer loss (to minimise): minus the mean over tasks of :meth:`_exploration`,
+        times ``maml.exploration_weight``."""
+        terms = self._exploration(self._inner_logps(inner, M, first_order), inner, query, M)
+        return -self.cfg.exploration_weight * terms.mean()
 
     def _exploration(self, inner_logps, inner, query: InnerData, M: int) -> torch.Tensor:
         """E-MAML's term per task [M] (metarl.algos.maml.estimators.exploration_terms), in the plain
