@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-LABELS = {"maml": "MAML-TRPO", "promp": "ProMP", "emaml": "E-MAML-TRPO"}
+LABELS = {"maml": "MAML-TRPO", "promp": "ProMP", "emaml": "E-MAML-TRPO", "emamlw": "E-MAML-TRPO, weight 1/2000"}
 
 
 def read_runs(runs: Path) -> dict[str, dict[int, dict[str, np.ndarray]]]:
