@@ -4,7 +4,8 @@
   Gymnasium env stepped in a Python loop (``ratio_vs_single_env``; the target for Meta-World with
   ``--backend subproc`` on 2 cores is 1.7), and for natively batched MuJoCo envs against the open-loop
   ``mujoco.rollout`` limit for the same model, batch size and thread count (``ratio``).
-* ``maml``: seconds per meta-iteration of a config, split into sampling / inner adaptation / outer update.
+* ``maml``: seconds per meta-iteration of a config (MAML, ProMP or pretraining), split into sampling / inner
+  adaptation / outer update; with ``--compare`` a second config timed alternately in the same run and the ratio.
 * ``fvp``: the outer update's Fisher-vector products against the bare matmuls they
   contain (metarl.bench_fvp).
 * ``sinusoid``: milliseconds per meta-iteration of the MAML-paper sinusoid setting; ``--reference`` also
@@ -114,24 +115,39 @@ def _single_env_rate(env_id: str, horizon: int, env_kwargs: dict, steps: int = 4
     return rate
 
 
-def bench_maml(config: str = "experiments/navigation2d_maml.yaml", iterations: int = 3, overrides=()) -> dict:
-    """Seconds per meta-iteration (after one warm-up iteration), split by phase."""
+def bench_maml(config: str = "experiments/navigation2d_maml.yaml", iterations: int = 3, overrides=(),
+               compare: str | None = None) -> dict:
+    """Seconds per meta-iteration (after one warm-up iteration), split by phase; any algorithm with
+    meta-iterations (maml, promp, pretrain). With ``compare``, a second config (same overrides) is
+    timed in the same run, its iterations alternating with the first's so both see the same load,
+    and ``ratio`` is the first's seconds per iteration over the second's."""
     from metarl.experiment import build_experiment, load_config
 
-    cfg = load_config(config, list(overrides))
-    exp = build_experiment(cfg)
-    exp.algo.train_iteration(exp.task_rng)  # warm-up
-    totals: dict[str, float] = {}
-    t0 = time.perf_counter()
+    names = [config] if compare is None else [config, compare]
+    exps = [build_experiment(load_config(name, list(overrides))) for name in names]
+    for exp in exps:
+        exp.algo.train_iteration(exp.task_rng)  # warm-up
+    totals: list[dict[str, float]] = [{"wall": 0.0} for _ in exps]
     for _ in range(iterations):
-        stats = exp.algo.train_iteration(exp.task_rng)
-        for k, v in stats.items():
-            if k.startswith("time/"):
-                totals[k] = totals.get(k, 0.0) + v
-    wall = (time.perf_counter() - t0) / iterations
-    out = {"bench": "maml", "config": config, "overrides": list(overrides), "seconds_per_iteration": wall}
-    out.update({k.replace("time/", "").replace("_s", "") + "_s": v / iterations for k, v in totals.items()})
-    exp.collector.close()
+        for exp, total in zip(exps, totals):
+            t0 = time.perf_counter()
+            stats = exp.algo.train_iteration(exp.task_rng)
+            total["wall"] += time.perf_counter() - t0
+            for k, v in stats.items():
+                if k.startswith("time/"):
+                    total[k] = total.get(k, 0.0) + v
+    results = []
+    for name, exp, total in zip(names, exps, totals):
+        r = {"config": name, "algo": exp.cfg.algo, "seconds_per_iteration": total.pop("wall") / iterations}
+        if exp.cfg.algo == "maml":
+            r["estimator"] = exp.cfg.maml.estimator
+        r.update({k.replace("time/", "").replace("_s", "") + "_s": v / iterations for k, v in total.items()})
+        exp.collector.close()
+        results.append(r)
+    out = {"bench": "maml", **results[0], "overrides": list(overrides)}
+    if compare is not None:
+        out["compare"] = results[1]
+        out["ratio"] = results[0]["seconds_per_iteration"] / results[1]["seconds_per_iteration"]
     return {**out, **_machine()}
 
 
@@ -187,7 +203,8 @@ def run(which: list[str], args) -> None:
                                    env_kwargs=env_kwargs, num_workers=args.workers)
         elif name == "maml":
             result = bench_maml(args.config or "experiments/navigation2d_maml.yaml", args.iterations or 3,
-                                args.set or [])
+                                args.set or [],
+                                getattr(args, "compare", None))
         elif name == "fvp":
             from metarl.bench_fvp import bench_fvp
 

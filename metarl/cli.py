@@ -306,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None,
                    help="maml, fvp, pearl: config to time (default experiments/navigation2d_maml.yaml for maml and fvp, "
                         "experiments/halfcheetah_vel_pearl.yaml for pearl)")
+    p.add_argument("--compare", metavar="CONFIG",
+                   help="maml: a second config timed in the same run (iterations alternating), with the ratio")
     p.add_argument("--iterations", type=int, default=None,
                    help="maml: timed iterations after one warm-up (default 3); pearl: timed gradient steps (default 20)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="maml, fvp, pearl: config overrides")

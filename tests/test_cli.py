@@ -191,3 +191,23 @@ def test_installed_console_script_reports_bad_input():
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr.strip() == "metarl: error: maml.inner_lr = -1.0 is out of range: must be > 0"
+
+
+@pytest.mark.parametrize("config", ["navigation2d_promp", "halfcheetah_vel_promp"])
+def test_bench_maml_times_a_promp_config_against_maml(capsys, config):
+    """`metarl bench maml --config <promp config> --compare <maml config>`: both timed in one run
+    (tiny overrides), each under its own algorithm, with the ratio of their seconds per iteration."""
+    import json
+
+    small = ["maml.meta_batch_size=2", "maml.episodes_per_task=2", "env.horizon=10", "policy.hidden_sizes=[8]"]
+    maml = config.replace("promp", "maml")
+    args = ["bench", "maml", "--config", f"experiments/{config}.yaml", "--compare", f"experiments/{maml}.yaml",
+            "--iterations", "1", "--threads", "1"]
+    assert main(sum((["--set", s] for s in small), args)) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (out["algo"], out["compare"]["algo"]) == ("promp", "maml")
+    assert out["overrides"] == small
+    for r in (out, out["compare"]):
+        assert r["seconds_per_iteration"] > 0 and r["update_s"] > 0
+        assert r["sampling_s"] + r["adaptation_s"] + r["update_s"] <= r["seconds_per_iteration"] * 1.01
+    assert out["ratio"] == pytest.approx(out["seconds_per_iteration"] / out["compare"]["seconds_per_iteration"])

@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from metarl.algos.maml import ESTIMATORS, MAMLConfig, surrogate_terms
+from metarl.algos.maml import ESTIMATORS, MAMLConfig, exploration_terms, surrogate_terms
 
 S, A, H = 3, 2, 3
 ALPHA = 5.0
@@ -165,9 +165,9 @@ def test_estimator_is_a_checked_config_choice():
 
     assert MAMLConfig().estimator == "reinforce"
     assert load_config(None, ["maml.estimator=dice"]).maml.estimator == "dice"
-    with pytest.raises(ConfigError, match="maml.estimator: expected one of 'reinforce', 'lvc', 'dice', got 'foo'"):
+    with pytest.raises(ConfigError, match="maml.estimator: expected one of 'reinforce', 'lvc', 'dice', 'emaml', got 'foo'"):
         load_config(None, ["maml.estimator=foo"])
-    with pytest.raises(ValueError, match="unknown inner-loop estimator 'foo'; expected one of reinforce, lvc, dice"):
+    with pytest.raises(ValueError, match="unknown inner-loop estimator 'foo'; expected one of reinforce, lvc, dice, emaml"):
         surrogate_terms("foo")
 
 
@@ -191,7 +191,202 @@ def test_maml_uses_the_chosen_estimator():
         steps[name] = algo.inner_step_detached(None, inner, 2)
         loss, _, _ = algo._surrogate_and_kl([inner], query, 2, None)
         metas[name] = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(policy.parameters()))])
-    for name in ("lvc", "dice"):
+    for name in ("lvc", "dice", "emaml"):
         for k in steps["reinforce"]:
             torch.testing.assert_close(steps[name][k], steps["reinforce"][k], rtol=1e-5, atol=1e-6)
         assert (metas[name] - metas["reinforce"]).norm() > 1e-2 * metas["reinforce"].norm(), name
+
+
+# ------------------------------------------------------------------ E-MAML
+# E-MAML's meta-objective is the expected return after the *sampled* inner step,
+#     J_E(θ) = E_{τ~π_θ}[ J(θ'_τ(θ)) ],   θ'_τ(θ) = θ + α ∇_θ S_τ(θ),
+# S_τ the REINFORCE surrogate of the inner episode τ with its advantages fixed (data, as in MAML).
+# Its gradient has two parts:
+#     ∇J_E = Σ_τ p_θ(τ) ∇_θ J(θ'_τ(θ))      (pathwise: what the plain surrogate's backward estimates)
+#          + Σ_τ ∇p_θ(τ) J(θ'_τ)            (sampling: what the plain surrogate misses).
+# E-MAML's estimate of one sampled τ_n is the plain one, (I + α ∇²S_n)ᵀ ∇J(θ'_n), plus the gradient of
+# exploration_terms (MAML's own function): ∇log p_θ(τ_n) (J(θ'_n) - b_n), b_n the mean over the other
+# samples (treated as tasks). Its expectation is exactly ∇J_E, both parts enumerable over all 216
+# trajectories. J_E is not J(θ + α ∇J(θ)), the objective whose exact gradient the tests above use:
+# the inner step is a one-episode estimate here and J is not linear in θ', so the two differ (asserted
+# below). To first order in α they agree: the sampling part is α E[∇log p(τ) ĝ_τᵀ] ∇J(θ') + O(α²), and
+# E[∇log p(τ) ĝ_τᵀ] is exactly the part of ∇²J = ∇E_θ[ĝ_τ(θ)] that the REINFORCE surrogate's Hessian
+# E[∇ĝ_τ] lacks, so E-MAML's exploration term supplies what the exact meta-gradient has and MAML's
+# plain estimate misses, through the post-update return instead of the inner Hessian (asserted at
+# small α, where the relative gap shrinks in proportion to α).
+
+
+def _exact_return_batched(thetas, p0, P, R):
+    """J(θ_n) for a batch of parameters [n, S, A]: [n]."""
+    pi = torch.softmax(thetas, -1)
+    d = p0.expand(thetas.shape[0], S)
+    J = thetas.new_zeros(thetas.shape[0])
+    for _ in range(H):
+        sa = d[:, :, None] * pi
+        J = J + (sa * R).sum((1, 2))
+        d = torch.einsum("nsa,sat->nt", sa, P)
+    return J
+
+
+def _inner_step(copies, states, actions, adv, alpha=ALPHA):
+    """θ'_n = θ_n + α ∇S_n(θ_n) with MAML's REINFORCE terms, one parameter copy per column [n, S, A]."""
+    n = copies.shape[0]
+    logits = copies[torch.arange(n), states]  # [H, n, A]
+    logp = torch.log_softmax(logits, -1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)  # [H, n]
+    terms = surrogate_terms("emaml")(logp, adv, torch.ones_like(logp))
+    inner = torch.autograd.grad(terms.sum(), copies, create_graph=True)[0]
+    return copies + alpha * inner, logp
+
+
+def _enumerate(theta, p0, P, R):
+    """Every trajectory once: states, actions [H, 216], fixed advantages [H, 216], log p_0 + log P [216]."""
+    s = torch.cartesian_prod(*[torch.arange(S)] * H).T  # [H, S^H]
+    a = torch.cartesian_prod(*[torch.arange(A)] * H).T  # [H, A^H]
+    states = s.repeat_interleave(a.shape[1], 1)
+    actions = a.repeat(1, s.shape[1])  # [H, 216]: every (states, actions) pair once
+    n = states.shape[1]
+    togo = R[states, actions].flip(0).cumsum(0).flip(0)
+    adv = togo - _values(theta, p0, P, R)[torch.arange(H)[:, None], states]
+    log_env = torch.log(p0[states[0]]) + torch.log(P[states[:-1], actions[:-1], states[1:]]).sum(0)
+    return states, actions, adv, log_env
+
+
+def _emaml_exact(alpha=ALPHA):
+    """∇J_E and its pathwise and sampling parts, by enumerating every trajectory."""
+    p0, P, R, theta = _mdp()
+    states, actions, adv, log_env = _enumerate(theta, p0, P, R)
+    n = states.shape[1]
+    th = theta.clone().requires_grad_(True)
+    theta_post, logp = _inner_step(th.expand(n, S, A), states, actions, adv, alpha)  # θ'_τ(θ) for every τ
+    prob = torch.exp(log_env + logp.sum(0))
+    assert abs(prob.sum().item() - 1) < 1e-12  # the enumeration is complete
+    J_post = _exact_return_batched(theta_post, p0, P, R)
+    total = torch.autograd.grad((prob * J_post).sum(), th, retain_graph=True)[0]
+    pathwise = torch.autograd.grad((prob.detach() * J_post).sum(), th, retain_graph=True)[0]
+    sampling = torch.autograd.grad((prob * J_post.detach()).sum(), th)[0]
+    return total, pathwise, sampling
+
+
+def _emaml_per_sample(d):
+    """Per-sample plain and exploration parts [N, S, A] of E-MAML's meta-gradient estimate."""
+    p0, P, R, _ = _mdp()
+    copies = d["theta"].expand(N, S, A).clone().requires_grad_(True)
+    theta_post, logp = _inner_step(copies, d["states"], d["actions"], d["adv"])
+    J_post = _exact_return_batched(theta_post, p0, P, R)  # the post-update return (exact: less noise)
+    plain = torch.autograd.grad(J_post.sum(), copies, retain_graph=True)[0]
+    # N samples of one MDP as N tasks of one episode each: the leave-one-out baseline is the others' mean
+    explore = exploration_terms(logp, logp.detach(), torch.ones_like(logp), J_post.detach(), N)
+    exploration = torch.autograd.grad(explore.sum(), copies)[0]
+    return plain, exploration
+
+
+def test_emaml_estimates_the_gradient_of_the_expected_post_update_return():
+    r = _results()
+    total, pathwise, sampling = _emaml_exact()
+    torch.testing.assert_close(pathwise + sampling, total)
+    plain, exploration = _emaml_per_sample(r["d"])
+    # J_E's gradient is not the exact MAML meta-gradient at this α (one-episode inner steps, α = 5)
+    assert (total - r["d"]["exact_meta"]).norm() > 0.1 * total.norm()
+    dev, se, z = _z(plain + exploration, total)
+    assert z < Z_OK, f"E-MAML meta-gradient off by {z:.1f} standard errors: {dev} (se {se})"
+    dev, se, z = _z(exploration, sampling)
+    assert z < Z_OK, f"E-MAML's exploration term off the sampling part by {z:.1f} standard errors: {dev} (se {se})"
+    dev, se, z = _z(plain, pathwise)
+    assert z < Z_OK, f"the plain part off the pathwise part by {z:.1f} standard errors: {dev} (se {se})"
+    dev, se, z = _z(plain, total)
+    assert z > Z_BIASED, f"without the exploration term the bias should show: only {z:.1f} standard errors"
+    print(f"|∇J_E| {total.norm():.4f}, |sampling part| {sampling.norm():.4f}, |∇J_E - exact MAML| "
+          f"{(total - r['d']['exact_meta']).norm():.4f}, plain-only bias {z:.1f} se")
+
+
+def test_emaml_exploration_term_in_maml():
+    """MAML with estimator emaml: the outer loss is the plain one minus the mean of the exploration
+    term, which is exploration_terms in the plain surrogate's units (per-step mean, task scale)."""
+    import numpy as np
+
+    from metarl.algos.maml import MAML
+    from metarl.common.policies import GaussianMLPPolicy
+    from metarl.common.returns import discounted_returns
+    from metarl.sampling.collector import Collector
+
+    collector = Collector("metarl/Navigation2D-v0", seed=1)
+    tasks = collector.sample_tasks(3, np.random.default_rng(0))
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(2, 2, hidden_sizes=(8,))
+    cfg = MAMLConfig(meta_batch_size=3, episodes_per_task=4, estimator="emaml")
+    algo = MAML(policy, collector, cfg)
+    inner, query = algo.rollout_adaptation(tasks, 1, 4, 4)
+    plain = MAML(policy, collector, MAMLConfig(meta_batch_size=3, episodes_per_task=4))
+    loss_e, _, _ = algo._surrogate_and_kl([inner], query, 3, None)
+    loss_p, _, _ = plain._surrogate_and_kl([inner], query, 3, None)
+    # at θ_old the exploration term's value is 0 (log-ratio form) ...
+    torch.testing.assert_close(loss_e, loss_p)
+    # ... and its gradient is the score of each task's inner batch times (R'_i - b_i) / (L_i σ_i)
+    params = list(policy.parameters())
+    g_e = torch.autograd.grad(loss_e, params)
+    g_p = torch.autograd.grad(loss_p, params)
+    q = query.batch
+    post = discounted_returns(q.rewards, q.dones, cfg.gamma, q.valid)[0].reshape(3, -1).mean(1)
+    units = q.valid.sum(0).reshape(3, -1).mean(1) * query.advantage_scale
+    # by hand: the std of each task's raw advantages is the normalisation's divisor
+    raw = discounted_returns(q.rewards, q.dones, cfg.gamma, q.valid)
+    raw = (raw - plain.baseline.fit_predict(q.obs, raw, q.valid, q.timesteps, 3)) * q.valid
+    for i in range(3):
+        cols = slice(i * 4, (i + 1) * 4)
+        x, v = raw[:, cols], q.valid[:, cols]
+        mean = (x * v).sum() / v.sum()
+        std = (((x - mean) * v) ** 2).sum().div(v.sum()).sqrt()
+        torch.testing.assert_close(query.advantage_scale[i], std + 1e-8)
+    weights = (post - (post.sum() - post) / 2) / units  # leave-one-out baseline over the 3 tasks
+    b = inner.batch
+    dist = policy.distribution(policy(b.obs))
+    score = (dist.log_prob(b.actions) * b.valid).sum(0).reshape(3, -1).sum(1)  # Σ log π of each task's batch
+    expected = torch.autograd.grad(-(score * weights).mean(), params)
+    for ge, gp, ex in zip(g_e, g_p, expected):
+        torch.testing.assert_close(ge - gp, ex, rtol=1e-4, atol=1e-6)
+    # maml.exploration_weight scales the term
+    algo.cfg.exploration_weight = 0.25
+    loss_w, _, _ = algo._surrogate_and_kl([inner], query, 3, None)
+    for gw, gp, ex in zip(torch.autograd.grad(loss_w, params), g_p, expected):
+        torch.testing.assert_close(gw - gp, 0.25 * ex, rtol=1e-4, atol=1e-6)
+
+
+def _reinforce_missing_part(alpha):
+    """exact meta-gradient of J(θ + α∇J(θ)) minus the expectation of MAML's REINFORCE estimate of it
+    (the tests above: g' + α ∇²S_τ g', g' the exact outer gradient), both by enumeration."""
+    p0, P, R, theta = _mdp()
+    states, actions, adv, log_env = _enumerate(theta, p0, P, R)
+    th = theta.clone().requires_grad_(True)
+    grad = torch.autograd.grad(_exact_return(th, p0, P, R), th, create_graph=True)[0]
+    exact = torch.autograd.grad(_exact_return(th + alpha * grad, p0, P, R), th)[0]
+    tp = (theta + alpha * grad).detach().requires_grad_(True)
+    g_post = torch.autograd.grad(_exact_return(tp, p0, P, R), tp)[0]
+    copies = theta.expand(states.shape[1], S, A).clone().requires_grad_(True)
+    logp = torch.log_softmax(copies[torch.arange(states.shape[1]), states], -1)
+    logp = logp.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    prob = torch.exp(log_env + logp.sum(0)).detach()
+    inner = torch.autograd.grad(surrogate_terms("reinforce")(logp, adv, torch.ones_like(logp)).sum(), copies, create_graph=True)[0]
+    hvp = torch.autograd.grad((inner * g_post).sum(), copies)[0]
+    return exact - (prob[:, None, None] * (g_post + alpha * hvp)).sum(0)
+
+
+def test_emaml_sampling_part_is_what_reinforce_misses_to_first_order():
+    gaps = {}
+    for alpha in (0.1, 0.05):
+        missing = _reinforce_missing_part(alpha)
+        _, _, sampling = _emaml_exact(alpha)
+        gaps[alpha] = ((sampling - missing).norm() / missing.norm()).item()
+    print(f"relative gap between E-MAML's sampling part and REINFORCE's missing part: {gaps}")
+    assert gaps[0.1] < 0.05, gaps
+    assert 1.5 < gaps[0.1] / gaps[0.05] < 2.5, gaps  # O(α): halving α halves it
+
+
+def test_emaml_navigation_config_is_maml_but_for_the_estimator():
+    from dataclasses import replace
+
+    from metarl.experiment import load_config
+
+    emaml = load_config("experiments/navigation2d_emaml.yaml")
+    maml = load_config("experiments/navigation2d_maml.yaml")
+    assert emaml.maml.estimator == "emaml"
+    assert replace(emaml, maml=replace(emaml.maml, estimator="reinforce")) == maml

@@ -195,6 +195,30 @@ def test_trpo_step_is_the_same_with_either_fisher(env_id, steps, first_order, le
     assert float(diff.norm()) < 1e-9 * float(moved.norm())
 
 
+@pytest.mark.parametrize("env_id,steps", [("metarl/Navigation2D-v0", 1), ("metarl/TabularMDP-v0", 2)])
+def test_emaml_trpo_step_is_the_same_with_either_fisher(env_id, steps):
+    """E-MAML on the Gauss-Newton path (its exploration term added to the linearisation's gradient
+    and values) takes autograd's step, and the term changes that step."""
+    algo, inner, query, M = _problem(env_id, steps=steps, activation="relu")
+    algo.cfg.cg_iters = 5  # as in test_trpo_step_is_the_same_with_either_fisher
+    start = [p.detach().clone() for p in algo.meta_parameters()]
+    results = {}
+    for estimator, fisher in (("emaml", "autograd"), ("emaml", "gauss_newton"), ("reinforce", "gauss_newton")):
+        with torch.no_grad():
+            for p, s in zip(algo.meta_parameters(), start):
+                p.copy_(s)
+        algo.fisher, algo.cfg.estimator = fisher, estimator
+        stats = algo._trpo(inner, query, M)
+        results[estimator, fisher] = (stats, torch.cat([(p.detach() - s).reshape(-1) for p, s in zip(algo.meta_parameters(), start)]))
+    (ref_stats, ref_step), (stats, step) = results["emaml", "autograd"], results["emaml", "gauss_newton"]
+    assert ref_stats["line_search/accepted"] == 1.0
+    for key in ref_stats:
+        assert stats[key] == pytest.approx(ref_stats[key], rel=1e-9, abs=1e-14), key
+    assert float((step - ref_step).norm()) < 1e-9 * float(ref_step.norm())
+    plain_step = results["reinforce", "gauss_newton"][1]
+    assert float((step - plain_step).norm()) > 1e-3 * float(plain_step.norm())
+
+
 def test_unsupported_policies_fall_back_to_autograd():
     class Shifted(GaussianMLPPolicy):  # a subclass may change forward: not the hand-derived MLP
         def forward(self, obs):

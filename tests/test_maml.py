@@ -208,7 +208,8 @@ def test_navigation_learns_to_adapt_in_a_few_iterations(config):
     assert after[1] > before[1] + 50.0, (before, after)
 
 
-@pytest.mark.parametrize("config", ["halfcheetah_vel_maml", "halfcheetah_dir_maml"])
+@pytest.mark.parametrize("config", ["halfcheetah_vel_maml", "halfcheetah_dir_maml", "halfcheetah_vel_promp",
+                                    "halfcheetah_dir_promp"])
 def test_halfcheetah_configs_run_end_to_end(tmp_path, config):
     import csv
 

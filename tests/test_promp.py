@@ -111,3 +111,21 @@ def test_promp_runs_and_resumes_bit_identically(tmp_path):
     for k, v in sa["policy"].items():
         assert torch.equal(v, sb["policy"][k]), k
 
+
+
+@pytest.mark.parametrize("name", ["navigation2d", "halfcheetah_vel", "halfcheetah_dir"])
+def test_promp_configs_match_maml_but_for_the_outer_update(name):
+    """Each ProMP config is comparable with its MAML config: same env (horizon, clipping), tasks,
+    policy, inner loop, advantages, iterations (env-step budget) and meta-test settings."""
+    maml = load_config(f"experiments/{name}_maml.yaml")
+    promp = load_config(f"experiments/{name}_promp.yaml")
+    assert (maml.algo, promp.algo) == ("maml", "promp")
+    for section in ("env", "policy", "collector", "eval"):
+        assert getattr(promp, section) == getattr(maml, section), section
+    for key in ("meta_batch_size", "episodes_per_task", "query_episodes_per_task", "inner_steps", "inner_lr",
+                "estimator", "first_order", "gamma", "gae_lambda", "normalize_advantages"):
+        assert getattr(promp.maml, key) == getattr(maml.maml, key), key
+    assert promp.train.iterations == maml.train.iterations
+    # the ProMP authors' outer update (jonasrothfuss/ProMP, run_scripts/pro-mp_run_mujoco.py)
+    assert (promp.promp.lr, promp.promp.steps, promp.promp.clip_eps, promp.promp.init_inner_kl_penalty,
+            promp.promp.adaptive_inner_kl_penalty, promp.promp.target_inner_kl) == (1e-3, 5, 0.3, 5e-4, False, 0.01)

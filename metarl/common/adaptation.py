@@ -25,7 +25,7 @@ import torch
 
 from metarl.common.baseline import LinearFeatureBaseline
 from metarl.common.policies import Params, Policy, expand_params, policy_forward
-from metarl.common.returns import discounted_returns, gae, normalize_per_column_group
+from metarl.common.returns import column_group_std, discounted_returns, gae, normalize_per_column_group
 
 
 #: query points per task when evaluating supervised tasks (more points, less noise in the curve)
@@ -38,6 +38,8 @@ class InnerData:
 
     batch: "EpisodeBatch"  # noqa: F821 (metarl.sampling.collector.EpisodeBatch; common sits below sampling)
     advantages: torch.Tensor | None  # [T, B]; None for supervised tasks
+    #: [M] what each task's advantages were divided by (normalize_advantages: their std + eps); None = 1
+    advantage_scale: torch.Tensor | None = None
 
 
 #: per-step inner surrogate terms [T, B] (to maximise) from log π(a_t|s_t) [T, B] and the step's data
@@ -130,6 +132,10 @@ class GradientAdaptation:
     # ------------------------------------------------------------------ data
     def advantages(self, batch) -> torch.Tensor:
         """Baseline-subtracted returns (or GAE), normalised per task; no gradient."""
+        return self.advantages_and_scale(batch)[0]
+
+    def advantages_and_scale(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`advantages` and the per-task divisor [M] of the normalisation (None without it)."""
         cfg = self.cfg
         returns = discounted_returns(batch.rewards, batch.dones, cfg.gamma, batch.valid)
         values = self.baseline.fit_predict(batch.obs, returns, batch.valid, batch.timesteps, batch.num_tasks)
@@ -137,16 +143,18 @@ class GradientAdaptation:
             adv, _ = gae(batch.rewards, values, batch.dones, cfg.gamma, cfg.gae_lambda, batch.valid)
         else:
             adv = (returns - values) * batch.valid
+        scale = None
         if cfg.normalize_advantages:
+            scale = (column_group_std(adv, batch.valid, batch.num_tasks) + 1e-8).detach()  # normalize's eps
             adv = normalize_per_column_group(adv, batch.valid, batch.num_tasks)
-        return adv.detach()
+        return adv.detach(), scale
 
     def collect_inner(self, tasks, params: Params | None, episodes: int) -> InnerData:
         t = time.perf_counter()
         batch = self.collector.collect(
             self.policy, tasks, episodes, params=params, per_task_params=params is not None
         ).to(self.device)
-        data = InnerData(batch, None if self.supervised else self.advantages(batch))
+        data = InnerData(batch, None) if self.supervised else InnerData(batch, *self.advantages_and_scale(batch))
         self._seconds["sampling"] += time.perf_counter() - t
         return data
 

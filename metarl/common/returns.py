@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["discounted_returns", "gae", "normalize", "normalize_per_column_group"]
+__all__ = ["column_group_std", "discounted_returns", "gae", "normalize", "normalize_per_column_group"]
 
 
 def _check_time_major(name: str, x: Tensor, shape: torch.Size | None = None) -> None:
@@ -164,3 +164,18 @@ def normalize_per_column_group(
     centred = (xg - mean) * vg
     std = ((centred * centred).sum(dim=(0, 2), keepdim=True) / count).sqrt()
     return (centred / (std + eps)).reshape(T, B)
+
+
+def column_group_std(x: Tensor, valid: Tensor, groups: int) -> Tensor:
+    """Standard deviation [groups] of x over the valid entries of each contiguous column group: the
+    divisor (before its eps) that :func:`normalize_per_column_group` applies to that group."""
+    _check_time_major("x", x)
+    T, B = x.shape
+    if groups <= 0 or B % groups != 0:
+        raise ValueError(f"groups={groups} must be a positive divisor of the column count B={B}")
+    xg = x.reshape(T, groups, B // groups)
+    vg = valid.to(x.dtype).reshape(T, groups, B // groups)
+    count = vg.sum(dim=(0, 2)).clamp(min=1.0)
+    mean = (xg * vg).sum(dim=(0, 2)) / count
+    centred = (xg - mean[None, :, None]) * vg
+    return ((centred * centred).sum(dim=(0, 2)) / count).sqrt()

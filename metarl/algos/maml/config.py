@@ -7,8 +7,8 @@ from typing import Literal
 
 from metarl.common.config import check_range
 
-#: the inner-loop surrogates of metarl.algos.maml.estimators (the one list of their names)
-Estimator = Literal["reinforce", "lvc", "dice"]
+#: the meta-gradient estimators of metarl.algos.maml.estimators (the one list of their names)
+Estimator = Literal["reinforce", "lvc", "dice", "emaml"]
 
 
 @dataclass
@@ -26,7 +26,9 @@ class MAMLConfig:
     inner_lr: float = 0.1
     """Step size of the inner-loop gradient step."""
     estimator: Estimator = "reinforce"
-    """Inner-loop surrogate (its Hessian shapes the meta-gradient): reinforce (MAML), lvc (ProMP, Rothfuss et al. 2019), dice (Foerster et al. 2018)."""
+    """How the meta-gradient accounts for the inner step's sampling. reinforce (MAML): it does not. lvc (ProMP, Rothfuss et al. 2019) and dice (Foerster et al. 2018): through the inner surrogate's Hessian. emaml (E-MAML, Stadie et al. 2018): the inner step stays REINFORCE and the outer objective gains each task's inner-episode score function weighted by its post-update return (one value, not a flag, because it would count that sampling term twice on top of lvc or dice)."""
+    exploration_weight: float = 1.0
+    """estimator emaml: weight of the exploration term. 1 makes the outer gradient an unbiased estimate of the gradient of the expected post-update return (tests/test_estimators.py); the ProMP authors' E-MAML code averages the inner log-likelihood over steps instead of summing it, i.e. about 1 / (episodes_per_task x H) of that."""
     first_order: bool = False
     """First-order MAML: do not backpropagate through the inner-loop gradient."""
     learn_inner_lr: bool = False
@@ -58,6 +60,7 @@ class MAMLConfig:
         check_range(self, "query_episodes_per_task", ge=1)
         check_range(self, "inner_steps", ge=0)
         check_range(self, "inner_lr", gt=0)
+        check_range(self, "exploration_weight", ge=0)
         check_range(self, "outer_lr", gt=0)
         check_range(self, "max_kl", gt=0)
         check_range(self, "cg_iters", ge=1)

@@ -2,15 +2,15 @@
 
 Inner loop (:class:`metarl.common.adaptation.GradientAdaptation`): k differentiable gradient steps
 per task, all tasks at once; the inner surrogate is ``maml.estimator`` (metarl.algos.maml.estimators:
-REINFORCE, LVC or DiCE) with the linear feature baseline (RL tasks), or the task's differentiable
-loss on the K support samples (H = 1). The graph through the inner steps is kept (second order)
-unless ``first_order``.
+REINFORCE, LVC, DiCE, or E-MAML's REINFORCE with an exploration term in the outer objective) with the
+linear feature baseline (RL tasks), or the task's differentiable loss on the K support samples (H = 1).
+The graph through the inner steps is kept (second order) unless ``first_order``.
 
 Outer update: TRPO on the post-update policies for RL (surrogate and KL computed through the
 adaptation, conjugate gradient on Fisher-vector products, line search under the KL bound), Adam for
 supervised tasks (and optionally for RL). For Gaussian and categorical MLP policies with the
-REINFORCE inner surrogate the gradient and the Fisher-vector products come from
-:class:`metarl.algos.maml.fisher.OuterLinearization`: the exact KL Hessian at θ_old in Gauss-Newton
+REINFORCE inner surrogate (estimator reinforce or emaml) the gradient and the Fisher-vector products
+come from :class:`metarl.algos.maml.fisher.OuterLinearization`: the exact KL Hessian at θ_old in Gauss-Newton
 form, with the MLP's derivatives through the adaptation written out by hand and linearised once per
 update; any other case uses autograd (double backward of the KL through the adaptation). The two
 give the same step up to rounding (tests/test_fvp.py).
@@ -31,10 +31,11 @@ from metarl.common.adaptation import (  # noqa: F401  (EVAL_QUERY_POINTS, test_t
     per_task_mean,
     test_time_inner_lrs,
 )
-from metarl.common.policies import Policy, policy_forward
-from metarl.algos.maml.estimators import surrogate_terms
+from metarl.common.policies import Policy, expand_params, policy_forward
+from metarl.common.returns import discounted_returns
+from metarl.algos.maml.estimators import exploration_terms, surrogate_terms
 from metarl.algos.maml.fisher import OuterLinearization, mlp_spec
-from metarl.common.trpo import trpo_step
+from metarl.common.trpo import _grads_or_zeros, flatten, trpo_step
 
 
 class MAML(GradientAdaptation):
@@ -91,10 +92,44 @@ class MAML(GradientAdaptation):
         dist = self.policy.distribution(policy_forward(self.policy, batch.obs, params, M))
         ratio = torch.exp(dist.log_prob(batch.actions) - batch.log_probs)
         loss = -per_task_mean(ratio * query.advantages, batch.valid, M).mean()
+        if self.cfg.estimator == "emaml":
+            loss = loss + self._exploration_loss(inner, query, M, first_order)
         kl = None
         if old_dist is not None:
             kl = per_task_mean(old_dist.kl(dist) * batch.valid, batch.valid, M).mean()
         return loss, kl, dist
+
+    def _inner_logps(self, inner, M: int, first_order: bool | None) -> list[torch.Tensor]:
+        """log π [T, B] of each inner batch's actions under the parameters that inner step adapts from."""
+        first_order = self.cfg.first_order if first_order is None else first_order
+        params = expand_params(self.policy.params(), M)
+        logps = []
+        for j, data in enumerate(inner):
+            dist = self.policy.distribution(policy_forward(self.policy, data.batch.obs, params, M))
+            logps.append(dist.log_prob(data.batch.actions))
+            if j + 1 < len(inner):
+                params = self.inner_step(params, data, M, create_graph=not first_order)
+        return logps
+
+    def _exploration_loss(self, inner, query: InnerData, M: int, first_order: bool | None = None) -> torch.Tensor:
+        """E-MAML's term of the outer loss (to minimise): minus the mean over tasks of :meth:`_exploration`,
+        times ``maml.exploration_weight``."""
+        terms = self._exploration(self._inner_logps(inner, M, first_order), inner, query, M)
+        return -self.cfg.exploration_weight * terms.mean()
+
+    def _exploration(self, inner_logps, inner, query: InnerData, M: int) -> torch.Tensor:
+        """E-MAML's term per task [M] (metarl.algos.maml.estimators.exploration_terms), in the plain
+        surrogate's units: that surrogate is a per-step mean of normalised advantages, i.e. ≈ ∇J(θ')
+        divided by the episode length and by the task's advantage scale, so this term is divided by
+        the same two. R' is each task's mean discounted return of its query episodes."""
+        q = query.batch
+        returns = discounted_returns(q.rewards, q.dones, self.cfg.gamma, q.valid)[0]  # [B] each episode from its start
+        post = returns.reshape(M, -1).mean(1)
+        units = q.valid.sum(0).reshape(M, -1).mean(1)  # mean episode length per task
+        if query.advantage_scale is not None:
+            units = units * query.advantage_scale
+        total = sum(exploration_terms(lp, d.batch.log_probs, d.batch.valid, post, M) for lp, d in zip(inner_logps, inner))
+        return total / units
 
     def _adam_rl(self, inner, query, M) -> dict[str, float]:
         self.optimizer.zero_grad()
@@ -107,24 +142,33 @@ class MAML(GradientAdaptation):
         cfg = self.cfg
         params = self.meta_parameters()
         spec = mlp_spec(self.policy) if self.fisher == "gauss_newton" else None
-        if cfg.estimator != "reinforce":
-            spec = None  # the hand-derived inner Hessians are REINFORCE's; other estimators use autograd
+        if cfg.estimator not in ("reinforce", "emaml"):
+            spec = None  # the hand-derived path differentiates REINFORCE's inner step; lvc and dice use autograd
         if any(d.batch.obs.dim() != 3 or d.batch.policy_inputs is not None for d in (*inner, query)):
             spec = None  # the hand-derived path handles flat observations [T, B, D] only
         if spec is not None:
             lin = OuterLinearization(self, spec, inner, query, M, products=cfg.cg_iters)
+            grad, fvp, loss = lin.grad, lin.fvp, lin.loss
+            emaml = cfg.estimator == "emaml"
+            if emaml:
+                # E-MAML changes the loss, not the KL: its term's gradient and value are added to the
+                # linearisation's (line-search values take it first-order, as the autograd path does).
+                explore = self._exploration_loss(inner, query, M)
+                grad = grad + flatten(_grads_or_zeros(explore, params, create_graph=False, retain_graph=False))
+                loss = loss + explore.detach()
             # Surrogate and KL of the starting point come with the linearisation; later evaluations
             # (line search) are values only, one adaptation each, reused until θ changes.
-            cache: dict = {"key": tuple(p._version for p in params), "loss": lin.loss, "kl": lin.kl}
+            cache: dict = {"key": tuple(p._version for p in params), "loss": loss, "kl": lin.kl}
 
             def evaluate():
                 key = tuple(p._version for p in params)
                 if cache.get("key") != key:
                     loss, kl = lin.evaluate()
+                    if emaml:
+                        loss = loss + self._exploration_loss(inner, query, M, first_order=True).detach()
                     cache.update(key=key, loss=loss, kl=kl)
                 return cache["loss"], cache["kl"]
 
-            grad, fvp = lin.grad, lin.fvp
         else:
             _, _, old = self._surrogate_and_kl(inner, query, M, None)
             old_dist = old.detach()
