@@ -21,14 +21,13 @@ never computed and stays zero (openai/gym#1541), so the published runs had neith
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
 
 from metarl.common.tasks import check_sample_tasks_args
-from metarl.envs.mujoco_tasks import BatchedMujocoTaskEnv, MujocoTaskEnv, ctrl_cost, real_number
+from metarl.envs.mujoco_tasks import BatchedMujocoTaskEnv, DirectionTasks, MujocoTaskEnv, ctrl_cost, real_number
 
 HEALTHY_Z = (0.2, 1.0)  # oyster ant_dir.py: 0.2 <= torso z <= 1.0, closed at both ends
 
@@ -68,27 +67,14 @@ class _AntTaskEnv(MujocoTaskEnv):
         return qpos, qvel
 
 
-class AntDirEnv(_AntTaskEnv):
+class AntDirEnv(DirectionTasks, _AntTaskEnv):
     """Run in direction theta ~ U[0, 2 pi): reward = v_xy . (cos theta, sin theta) - 0.5 ||a||^2 + 1."""
 
     CTRL_COST_WEIGHT = 0.5  # oyster ant_dir.py
     SURVIVE_REWARD = 1.0
     task_type = AntDirTask
     default_task = AntDirTask(0.0)  # +x, like Ant-v5
-    #: bounds of task_to_array, (cos theta, sin theta)
-    task_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
-
-    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[AntDirTask]:
-        check_sample_tasks_args(n, rng)
-        return [AntDirTask(float(a)) for a in rng.uniform(0.0, 2.0 * np.pi, size=int(n))]
-
-    @staticmethod
-    def task_to_array(task: AntDirTask) -> np.ndarray:
-        return np.array([math.cos(task.angle), math.sin(task.angle)], dtype=np.float32)
-
-    @staticmethod
-    def task_params(task: AntDirTask) -> np.ndarray:
-        return np.array([math.cos(task.angle), math.sin(task.angle)])
+    # sample_tasks, task_to_array (cos theta, sin theta), task_params, task_space: DirectionTasks
 
     @staticmethod
     def observation(qpos, qvel):

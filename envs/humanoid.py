@@ -22,14 +22,13 @@ Departures, each stated because the batched twin computes everything from (qpos,
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import gymnasium as gym
 import numpy as np
 
-from metarl.common.tasks import check_sample_tasks_args
-from metarl.envs.mujoco_tasks import BatchedMujocoTaskEnv, MujocoTaskEnv, ctrl_cost, real_number
+from metarl.envs.mujoco_tasks import (
+    BatchedMujocoTaskEnv, DirectionTasks, MujocoTaskEnv, ctrl_cost, real_number, uniform_reset_state,
+)
 
 HEALTHY_Z = (1.0, 2.0)  # oyster: done = z < 1 or z > 2
 
@@ -44,7 +43,7 @@ class HumanoidDirTask:
         object.__setattr__(self, "angle", real_number(self.angle, "HumanoidDirTask.angle"))
 
 
-class HumanoidDirEnv(MujocoTaskEnv):
+class HumanoidDirEnv(DirectionTasks, MujocoTaskEnv):
     """Walk in direction theta ~ U[0, 2 pi): reward = 1.25 v_xy . (cos theta, sin theta) - 0.1 ||a||^2 + 5."""
 
     XML_FILE = "humanoid.xml"  # Gymnasium's Humanoid-v5 model
@@ -55,26 +54,8 @@ class HumanoidDirEnv(MujocoTaskEnv):
     ALIVE_BONUS = 5.0
     task_type = HumanoidDirTask
     default_task = HumanoidDirTask(0.0)
-    task_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
-
-    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[HumanoidDirTask]:
-        check_sample_tasks_args(n, rng)
-        return [HumanoidDirTask(float(a)) for a in rng.uniform(0.0, 2.0 * np.pi, size=int(n))]
-
-    @staticmethod
-    def task_to_array(task: HumanoidDirTask) -> np.ndarray:
-        return np.array([math.cos(task.angle), math.sin(task.angle)], dtype=np.float32)
-
-    @staticmethod
-    def task_params(task: HumanoidDirTask) -> np.ndarray:
-        return np.array([math.cos(task.angle), math.sin(task.angle)])
-
-    @staticmethod
-    def reset_state(rng, init_qpos, init_qvel, scale):
-        # Humanoid-v5's reset_model draws, in its order
-        qpos = init_qpos + rng.uniform(low=-scale, high=scale, size=init_qpos.shape[0])
-        qvel = init_qvel + rng.uniform(low=-scale, high=scale, size=init_qvel.shape[0])
-        return qpos, qvel
+    # sample_tasks, task_to_array (cos theta, sin theta), task_params, task_space: DirectionTasks
+    reset_state = staticmethod(uniform_reset_state)  # Humanoid-v5's reset_model draws, in its order
 
     @staticmethod
     def observation(qpos, qvel):

@@ -37,7 +37,7 @@ import numpy as np
 from gymnasium import spaces, utils
 from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
-from metarl.common.tasks import BatchedTaskEnv, TaskEnv, check_task_type
+from metarl.common.tasks import BatchedTaskEnv, TaskEnv, check_sample_tasks_args, check_task_type
 from metarl.envs.half_cheetah import load_model
 
 
@@ -422,3 +422,29 @@ class BatchedMujocoTaskEnv(BatchedTaskEnv):
         if self._rollout is not None:
             self._rollout.close()
             self._rollout = None
+
+
+class DirectionTasks:
+    """Mixin of the direction-on-the-plane task distributions (AntDir, HumanoidDir): a task is an angle
+    theta ~ U[0, 2 pi) held by ``task_type(angle)``; its array and reward parameters are (cos, sin)."""
+
+    task_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)  #: bounds of task_to_array
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list:
+        check_sample_tasks_args(n, rng)
+        return [self.task_type(float(a)) for a in rng.uniform(0.0, 2.0 * np.pi, size=int(n))]
+
+    @staticmethod
+    def task_to_array(task) -> np.ndarray:
+        return np.array([math.cos(task.angle), math.sin(task.angle)], dtype=np.float32)
+
+    @staticmethod
+    def task_params(task) -> np.ndarray:
+        return np.array([math.cos(task.angle), math.sin(task.angle)])
+
+
+def uniform_reset_state(rng: np.random.Generator, init_qpos, init_qvel, scale: float):
+    """Gymnasium's Humanoid-v5 / Walker2d-v5 reset: qpos then qvel, each plus U[-scale, scale] noise, in that order."""
+    qpos = init_qpos + rng.uniform(low=-scale, high=scale, size=init_qpos.shape[0])
+    qvel = init_qvel + rng.uniform(low=-scale, high=scale, size=init_qvel.shape[0])
+    return qpos, qvel

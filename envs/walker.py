@@ -30,7 +30,7 @@ import mujoco
 import numpy as np
 
 from metarl.common.tasks import check_sample_tasks_args
-from metarl.envs.mujoco_tasks import BatchedMujocoTaskEnv, MujocoTaskEnv, ctrl_cost
+from metarl.envs.mujoco_tasks import BatchedMujocoTaskEnv, MujocoTaskEnv, ctrl_cost, uniform_reset_state
 
 def _log_bounds(sign: float) -> np.ndarray:
     values = np.concatenate([np.full(n, sign * LOG_SCALE_LIMIT * math.log(base))
@@ -139,12 +139,7 @@ class Walker2DRandParamsEnv(MujocoTaskEnv):
             target[:] = default * np.reshape(scale, default.shape) if scale else default
         mujoco.mj_setConst(model, scratch)
 
-    @staticmethod
-    def reset_state(rng, init_qpos, init_qvel, scale):
-        # Walker2d-v5's (and rand_param_envs') reset_model draws, in their order
-        qpos = init_qpos + rng.uniform(low=-scale, high=scale, size=init_qpos.shape[0])
-        qvel = init_qvel + rng.uniform(low=-scale, high=scale, size=init_qvel.shape[0])
-        return qpos, qvel
+    reset_state = staticmethod(uniform_reset_state)  # Walker2d-v5's (and rand_param_envs') reset_model draws
 
     @staticmethod
     def observation(qpos, qvel):
