@@ -27,7 +27,14 @@ import gymnasium as gym
 import numpy as np
 
 from metarl.common.tasks import check_sample_tasks_args
-from metarl.envs.mujoco_tasks import BatchedMujocoTaskEnv, DirectionTasks, MujocoTaskEnv, ctrl_cost, real_number
+from metarl.envs.mujoco_tasks import (
+    BatchedMujocoTaskEnv,
+    DirectionTasks,
+    MujocoTaskEnv,
+    ctrl_cost,
+    normal_velocity_reset_state,
+    real_number,
+)
 
 HEALTHY_Z = (0.2, 1.0)  # oyster ant_dir.py: 0.2 <= torso z <= 1.0, closed at both ends
 
@@ -59,12 +66,7 @@ class _AntTaskEnv(MujocoTaskEnv):
     FRAME_SKIP = 5
     RESET_NOISE_SCALE = 0.1
 
-    @staticmethod
-    def reset_state(rng, init_qpos, init_qvel, scale):
-        # Ant-v5's reset_model draws, in its order
-        qpos = init_qpos + rng.uniform(low=-scale, high=scale, size=init_qpos.shape[0])
-        qvel = init_qvel + scale * rng.standard_normal(init_qvel.shape[0])
-        return qpos, qvel
+    reset_state = staticmethod(normal_velocity_reset_state)  # Ant-v5's reset_model draws, in its order
 
 
 class AntDirEnv(DirectionTasks, _AntTaskEnv):

@@ -1,4 +1,4 @@
-"""Shared machinery of the PEARL locomotion task distributions (ant, walker, humanoid).
+"""Shared machinery of the batched MuJoCo task distributions (half cheetah, ant, walker, humanoid).
 
 A distribution is one :class:`MujocoTaskEnv` subclass (a Gymnasium ``MujocoEnv`` with the task API)
 plus its natively batched twin, a :class:`BatchedMujocoTaskEnv` subclass that steps B copies with
@@ -9,8 +9,14 @@ seeds, tasks and actions. Everything the reward needs is read from the state MuJ
 (qpos, qvel): positions are the root joint's qpos, never ``xpos``, which is one integrator stage
 behind after ``mj_step`` (Gymnasium v5's changelog, google-deepmind/mujoco#889).
 
-As in the half cheetah (envs/half_cheetah.py), every env step starts the constraint solver from a
-zero warm start, because ``mujoco.rollout`` cannot hand the warm start back between calls.
+One deliberate difference from Gymnasium's v5 envs, needed for that equality: every env step starts
+the constraint solver from a zero warm start (``qacc_warmstart = 0``), because ``mujoco.rollout`` takes
+the warm start as an input but never returns it, so the batched env cannot carry it from one env step
+to the next. The solver still converges to its tolerance, so the physics is the same up to
+floating-point noise, and the transition becomes a function of (qpos, qvel, action) alone. These
+bodies are chaotic, though: perturbations of 1e-15 grow to O(1) state differences over ~150 steps, so
+a trajectory of ours and one of stock v5 from the same seed and actions drift apart late in an
+episode, as they would under any floating-point reordering.
 
 Different-dynamics distributions (Walker2DRandParams) change model fields per task: the single env
 edits its own model in :meth:`MujocoTaskEnv.set_task`; the batched env keeps one model copy per
@@ -26,6 +32,7 @@ sub-env, and it spends no physics on them.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import os
 from typing import Any, ClassVar
@@ -35,10 +42,36 @@ import mujoco
 import mujoco.rollout  # a submodule that `import mujoco` does not load
 import numpy as np
 from gymnasium import spaces, utils
-from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
+from gymnasium.envs.mujoco.mujoco_env import MujocoEnv, expand_model_path
 
 from metarl.common.tasks import BatchedTaskEnv, TaskEnv, check_sample_tasks_args, check_task_type
-from metarl.envs.half_cheetah import load_model
+
+# MujocoEnv's own keyword arguments (rendering); any other extra keyword argument is refused, since the
+# task distribution defines the reward, observation and termination.
+_MUJOCO_ENV_KWARGS = tuple(
+    n for n in inspect.signature(MujocoEnv.__init__).parameters
+    if n not in ("self", "model_path", "frame_skip", "observation_space")
+)
+
+
+def load_model(xml_file: str) -> mujoco.MjModel:
+    """Compile a MuJoCo model file (bare names resolve to Gymnasium's assets, as MujocoEnv does).
+
+    Gymnasium's half_cheetah.xml sets ``settotalmass``, which MuJoCo 4.0 compiles with a deprecation
+    warning (and a MUJOCO_LOG.TXT in the working directory) on every load (3.3.0, metaworld's pin,
+    does not warn; the result is the same under both). This applies it the way the warning asks
+    instead, after compiling: ``mj_setTotalmass`` then ``mj_setConst``. Every array of the resulting
+    model equals the one the compiler attribute gives (tests/test_half_cheetah.py).
+    """
+    spec = mujoco.MjSpec.from_file(expand_model_path(xml_file))
+    total = spec.compiler.settotalmass
+    if total > 0:
+        spec.compiler.settotalmass = -1.0  # MuJoCo's "unset"
+    model = spec.compile()
+    if total > 0:
+        mujoco.mj_setTotalmass(model, total)
+        mujoco.mj_setConst(model, mujoco.MjData(model))
+    return model
 
 
 def check_params(ctrl_cost_weight: Any, reset_noise_scale: Any, frame_skip: Any, terminate_when_unhealthy: Any) -> None:
@@ -112,6 +145,13 @@ class MujocoTaskEnv(MujocoEnv, utils.EzPickle, TaskEnv):
         frame_skip = self.FRAME_SKIP if frame_skip is None else frame_skip
         xml_file = self.XML_FILE if xml_file is None else xml_file
         check_params(ctrl_cost_weight, reset_noise_scale, frame_skip, terminate_when_unhealthy)
+        unknown = sorted(set(mujoco_env_kwargs) - set(_MUJOCO_ENV_KWARGS))
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__} does not accept {', '.join(unknown)}: the task distribution defines "
+                f"the reward, observation and termination (extra keyword arguments accepted: "
+                f"{', '.join(_MUJOCO_ENV_KWARGS)})"
+            )
         utils.EzPickle.__init__(
             self, ctrl_cost_weight, reset_noise_scale, frame_skip, terminate_when_unhealthy, xml_file,
             **mujoco_env_kwargs,
@@ -130,7 +170,7 @@ class MujocoTaskEnv(MujocoEnv, utils.EzPickle, TaskEnv):
         self.set_task(self.default_task)
 
     def _initialize_simulation(self):
-        # MujocoEnv's own, with the model compiled by load_model (as the half cheetah does)
+        # MujocoEnv's own, with the model compiled by load_model (no settotalmass deprecation warning)
         model = load_model(self.fullpath)
         model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)
         model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
@@ -400,6 +440,12 @@ class BatchedMujocoTaskEnv(BatchedTaskEnv):
         obs_r = cls.observation(final[:, self._qpos], final[:, self._qvel])
         terminated_r = ~np.asarray(healthy_r, dtype=bool) if self.terminate_when_unhealthy else np.zeros(n, bool)
 
+        if all_running:  # the common case (and the only one for distributions that never terminate)
+            self._obs = obs_r
+            np.copyto(self._state, final)
+            self._running = ~terminated_r
+            info = {**cls.position_info(final[:, self._qpos]), **info_r}
+            return obs_r.copy(), reward_r, terminated_r, np.zeros(n, dtype=bool), info
         # finished sub-envs: last observation, zero reward and infos, no termination (as GymLoopVectorEnv)
         B = self.num_envs
         reward = np.zeros(B)
@@ -441,6 +487,13 @@ class DirectionTasks:
     @staticmethod
     def task_params(task) -> np.ndarray:
         return np.array([math.cos(task.angle), math.sin(task.angle)])
+
+
+def normal_velocity_reset_state(rng: np.random.Generator, init_qpos, init_qvel, scale: float):
+    """Gymnasium's HalfCheetah-v5 / Ant-v5 reset: qpos + U[-scale, scale], then qvel + scale N(0, 1), in that order."""
+    qpos = init_qpos + rng.uniform(low=-scale, high=scale, size=init_qpos.shape[0])
+    qvel = init_qvel + scale * rng.standard_normal(init_qvel.shape[0])
+    return qpos, qvel
 
 
 def uniform_reset_state(rng: np.random.Generator, init_qpos, init_qvel, scale: float):

@@ -183,7 +183,8 @@ def test_model_equals_the_settotalmass_model_without_the_deprecation_warning(tmp
     import mujoco
     from gymnasium.envs.mujoco.mujoco_env import expand_model_path
 
-    from metarl.envs.half_cheetah import XML_FILE, load_model
+    from metarl.envs.half_cheetah import XML_FILE
+    from metarl.envs.mujoco_tasks import load_model
 
     monkeypatch.chdir(tmp_path)  # MuJoCo writes MUJOCO_LOG.TXT into the working directory on a warning
     ours = load_model(XML_FILE)
