@@ -6,8 +6,9 @@ and on its ten [6, 2] slices differs by ~6e-8. Our CI machine's BLAS happens to 
 same result whatever the shape, so a test that silently assumes so (a Ray share against the whole
 batch, ``policy(batch.obs)`` against the collector's per-step calls) passes here and fails there.
 
-:func:`install` makes this machine behave like such a CPU: every ``nn.Linear`` (``F.linear``) and
-``nn.GRUCell`` output is multiplied, element by element, by 1 - eps, 1 or 1 + eps (eps: the dtype's
+:func:`install` makes this machine behave like such a CPU: every ``nn.Linear`` (``F.linear``),
+``torch.baddbmm`` (the per-task MLP forward of metarl/common/policies.py) and ``nn.GRUCell`` output is
+multiplied, element by element, by 1 - eps, 1 or 1 + eps (eps: the dtype's
 machine epsilon, so a change of about one ulp), in a pattern drawn from the *physical* shape of the
 call: the input's shape, vmap's batch dimensions included. The same shape gives the same pattern (same
 shapes on the same machine stay bit-identical, as a real BLAS does), another shape another pattern.
@@ -58,7 +59,7 @@ def _perturb(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def install() -> None:
-    """Patch ``F.linear`` and ``nn.GRUCell.forward`` in this process (idempotent)."""
+    """Patch ``F.linear``, ``torch.baddbmm`` and ``nn.GRUCell.forward`` in this process (idempotent)."""
     global _installed
     if _installed:
         return
@@ -66,6 +67,7 @@ def install() -> None:
     functional = torch.nn.functional
     real_linear = functional.linear
     real_gru_forward = torch.nn.GRUCell.forward
+    real_baddbmm = torch.baddbmm
 
     def linear(input, weight, bias=None):
         return _perturb(input, real_linear(input, weight, bias))
@@ -73,7 +75,11 @@ def install() -> None:
     def gru_forward(self, input, hx=None):
         return _perturb(input, real_gru_forward(self, input, hx))
 
+    def baddbmm(input, batch1, batch2, **kwargs):
+        return _perturb(batch1, real_baddbmm(input, batch1, batch2, **kwargs))
+
     functional.linear = linear
+    torch.baddbmm = baddbmm
     torch.nn.GRUCell.forward = gru_forward
 
 
