@@ -407,6 +407,13 @@ def test_bench_pearl_reports_rates_and_the_memory_bound():
     out = bench_pearl(None, 2, TINY[1:])
     assert out["env_steps"] == 6 * 2 * 10  # every training task's initial episodes, H = 10, no termination needed
     assert out["env_steps_per_s"] > 0 and out["gradient_steps_per_s"] > 0
+    # the counted matmul FLOPs of a step are the layer-shape formula's (an extra pass, or gradients through
+    # the frozen Q-functions or the targets, would add to them)
+    from metarl.algos.pearl import gradient_step_flops
+    from metarl.experiment import load_config
+
+    assert round(out["gflop_per_step"] * 1e9) == gradient_step_flops(load_config(None, TINY).pearl, 2, 2)
+    assert out["matmul_gflops"] > 0 and out["fraction_of_matmul_rate"] > 0
     assert out["bytes_per_transition"] == 4 * (2 * 2 + 2 + 1) + 1
     # RL buffers 6 x 200 and encoder buffers 6 x (H x 2 initial episodes)
     assert out["replay_bound_bytes"] == 6 * (200 + 20) * out["bytes_per_transition"]
