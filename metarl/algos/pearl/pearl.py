@@ -298,14 +298,15 @@ class PEARL:
         return stats
 
     # ------------------------------------------------------------------ evaluation
-    def adaptation_curve(self, tasks: Sequence, collector: Collector, ev) -> np.ndarray:
+    def adaptation_curve(self, tasks: Sequence, collector: Collector, ev, posteriors: list | None = None) -> np.ndarray:
         """Mean return of episode k on held-out ``tasks`` after k episodes of context: [eval_episodes, n_tasks].
 
         Episode k acts with z from the prior for k < eval_prior_episodes, else with z sampled from the
         posterior of every valid transition of episodes 0..k-1 (the paper's protocol). With
         ``ev.episodes_per_task`` set, ``ceil(episodes_per_task / eval_episodes)`` independent runs per task
         are averaged. z is drawn from a generator seeded with ``ev.seed`` (the training streams are not
-        touched). Actions are sampled unless ``ev.deterministic``.
+        touched). Actions are sampled unless ``ev.deterministic``. ``posteriors``: a list that receives the
+        posterior (mean, var) [runs x tasks, latent] of each posterior episode, in order (diagnostics).
         """
         cfg = self.cfg
         E = cfg.eval_episodes
@@ -325,6 +326,8 @@ class PEARL:
                 else:
                     mean, var = self.encoder.posterior(torch.cat(contexts, 1), torch.cat(weights, 1))
                     z = self.sample_z(mean, var, g)
+                    if posteriors is not None:
+                        posteriors.append((mean, var))
             batch = collector.collect(self.policy, run_tasks, 1, task_inputs=z,
                                       deterministic=getattr(ev, "deterministic", False))
             returns.append(batch.episode_returns()[0])
