@@ -1,6 +1,6 @@
 """Does PEARL's latent z carry the task? Diagnostics of a trained run on held-out tasks.
 
-``python -m metarl.algos.pearl.diagnostics RUN_DIR [--tasks N]`` runs the evaluation protocol
+:func:`task_inference` (run by ``python -m metarl.pearl_diagnostics RUN_DIR [--tasks N]``) runs the evaluation protocol
 (:meth:`PEARL.adaptation_curve`, sampled actions, ``eval.seed``) on N held-out tasks and prints, for
 every posterior episode k, the mean return and how much of the tasks' variance the posterior mean after
 k episodes of context explains: the held-out R² of an affine least-squares fit from the posterior mean to
@@ -12,7 +12,6 @@ posteriors to N(0, I).
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 
 import numpy as np
@@ -52,35 +51,3 @@ def task_inference(algo, collector, tasks, ev) -> dict[str, list[float]]:
     return {"return": curve.mean(1).tolist(),
             "r2": [explained_variance(mean, arrays) for mean, _ in posteriors],
             "kl": [float(kl_to_standard_normal(mean, var).mean()) for mean, var in posteriors]}
-
-
-def main(argv=None) -> None:
-    from metarl.evaluation.curves import eval_collector
-    from metarl.experiment import load_run
-
-    p = argparse.ArgumentParser(prog="python -m metarl.algos.pearl.diagnostics", description=__doc__.split("\n")[0])
-    p.add_argument("run_dir")
-    p.add_argument("--tasks", type=int, default=200, help="held-out tasks (default 200)")
-    p.add_argument("--checkpoint", type=int, default=None)
-    args = p.parse_args(argv)
-    cfg, exp, iteration = load_run(args.run_dir, args.checkpoint)
-    if cfg.algo != "pearl":
-        raise SystemExit(f"{args.run_dir} is a {cfg.algo} run, not pearl")
-    ev = replace(cfg.eval, tasks=args.tasks)
-    collector = eval_collector(cfg, ev)
-    try:
-        tasks = collector.sample_test_tasks(ev.tasks, np.random.default_rng(ev.seed))
-        out = task_inference(exp.algo, collector, tasks, ev)
-    finally:
-        collector.close()
-        exp.collector.close()
-    first = cfg.pearl.eval_prior_episodes
-    print(f"{args.run_dir} at iteration {iteration}, {len(tasks)} held-out tasks")
-    for k, ret in enumerate(out["return"]):
-        extra = "" if k < first else (f"  R² of the task from the posterior mean {out['r2'][k - first]:.3f}, "
-                                      f"KL {out['kl'][k - first]:.2f}")
-        print(f"episode {k} ({k} of context, z from the {'prior' if k < first else 'posterior'}): return {ret:.2f}{extra}")
-
-
-if __name__ == "__main__":
-    main()
