@@ -11,8 +11,10 @@ from dataclasses import replace
 import numpy as np
 
 from metarl.algos.pearl.diagnostics import task_inference
+from metarl.common.checkpoint import CheckpointError
+from metarl.common.config import ConfigError
 from metarl.evaluation.curves import eval_collector
-from metarl.experiment import load_run
+from metarl.experiment import RunError, load_run
 
 
 def main(argv=None) -> None:
@@ -21,9 +23,12 @@ def main(argv=None) -> None:
     p.add_argument("--tasks", type=int, default=200, help="held-out tasks (default 200)")
     p.add_argument("--checkpoint", type=int, default=None)
     args = p.parse_args(argv)
-    cfg, exp, iteration = load_run(args.run_dir, args.checkpoint)
+    try:
+        cfg, exp, iteration = load_run(args.run_dir, args.checkpoint)
+    except (ConfigError, RunError, CheckpointError) as err:  # one line, as the metarl commands
+        raise SystemExit(f"pearl_diagnostics: error: {err}") from None
     if cfg.algo != "pearl":
-        raise SystemExit(f"{args.run_dir} is a {cfg.algo} run, not pearl")
+        raise SystemExit(f"pearl_diagnostics: error: {args.run_dir} is a {cfg.algo} run, not pearl")
     ev = replace(cfg.eval, tasks=args.tasks)
     collector = eval_collector(cfg, ev)
     try:

@@ -453,3 +453,17 @@ def test_task_inference_follows_the_evaluation_protocol():
     goals = torch.tensor([t.goal for t in tasks])
     assert out["r2"] == [explained_variance(m, goals) for m, _ in posteriors]
     assert all(k > 0 and math.isfinite(k) for k in out["kl"])
+
+
+def test_pearl_diagnostics_runner(tmp_path, capsys):
+    from metarl.experiment import load_config
+    from metarl.pearl_diagnostics import main
+    from metarl.train import train
+
+    run = train(load_config(None, TINY + ["train.iterations=1"]), tmp_path / "run")
+    main([str(run), "--tasks", "6"])
+    out = capsys.readouterr().out
+    assert "episode 0 (0 of context, z from the prior)" in out and "episode 1 (1 of context, z from the posterior)" in out
+    assert "R² of the task from the posterior mean" in out
+    with pytest.raises(SystemExit, match="pearl_diagnostics: error: .*not a run directory"):
+        main([str(tmp_path / "nothing")])
