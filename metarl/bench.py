@@ -11,7 +11,8 @@
 * ``sinusoid``: milliseconds per meta-iteration of the MAML-paper sinusoid setting; ``--reference`` also
   times a plain ``torch.func`` MAML of the same setting in the same run (interleaved rounds, medians).
 * ``pearl``: env-steps/s of PEARL's collection (its initial prior-z episodes of every training task through
-  the Collector, z as a per-task input) and SAC gradient steps/s, with the replay buffers' memory bound.
+  the Collector, z as a per-task input) and SAC gradient steps/s, with the replay buffers' memory bound, the
+  step's matmul FLOPs and their rate as a fraction of a plain matmul's timed in between (same load).
 
 Absolute times depend on the machine; ratios measured in the same run are what carry over.
 """
@@ -161,7 +162,12 @@ def bench_sinusoid(iterations: int = 300, reference: bool = False) -> dict:
 
 def bench_pearl(config: str = "experiments/halfcheetah_vel_pearl.yaml", steps: int = 20, overrides=()) -> dict:
     """PEARL: env-steps/s of the initial collection (every training task's prior-z episodes in one batched
-    collection), SAC gradient steps/s (after one warm-up step), and the replay memory bound."""
+    collection), SAC gradient steps/s (after one warm-up step), and the replay memory bound. Also the
+    step's matmul FLOPs (torch's FLOP counter; :func:`~metarl.algos.pearl.gradient_step_flops` gives them
+    from the layer shapes) and the rate they run at against a plain matmul timed in between the steps
+    (``fraction_of_matmul_rate``: how close the step is to the machine's matmul throughput, under any load)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     from metarl.algos.pearl import TaskReplayBuffers
     from metarl.experiment import build_experiment, load_config
 
@@ -172,14 +178,32 @@ def bench_pearl(config: str = "experiments/halfcheetah_vel_pearl.yaml", steps: i
     env_steps = algo._initialize(exp.task_rng)
     collect_s = time.perf_counter() - t
     algo.gradient_step()  # warm-up
-    t = time.perf_counter()
-    for _ in range(steps):
+    with FlopCounterMode(display=False) as counter:
         algo.gradient_step()
-    step_s = (time.perf_counter() - t) / steps
-    per = TaskReplayBuffers.bytes_per_transition(algo.replay.obs_dim, algo.replay.act_dim)
+    # The step is matmul-bound: its rate is compared with a plain [R, w] @ [w, w] matmul (R rows of the
+    # meta-batch, w the first hidden width) timed between the steps, so that both see the same load.
     pc = cfg.pearl
+    a = torch.randn(pc.meta_batch * pc.batch_size, pc.hidden_sizes[0])
+    w = torch.randn(pc.hidden_sizes[0], pc.hidden_sizes[0])
+    a @ w
+    step_s = mm_s = 0.0
+    mm_per_step = 5
+    for _ in range(steps):
+        t = time.perf_counter()
+        algo.gradient_step()
+        step_s += time.perf_counter() - t
+        t = time.perf_counter()
+        for _ in range(mm_per_step):
+            a @ w
+        mm_s += time.perf_counter() - t
+    step_s /= steps
+    mm_gflops = 2 * a.shape[0] * w.shape[0] * w.shape[1] * mm_per_step * steps / mm_s / 1e9
+    flops = counter.get_total_flops()
+    per = TaskReplayBuffers.bytes_per_transition(algo.replay.obs_dim, algo.replay.act_dim)
     out = {"bench": "pearl", "config": config, "overrides": list(overrides), "env_steps": env_steps,
            "env_steps_per_s": env_steps / collect_s, "gradient_steps_per_s": 1.0 / step_s,
+           "gflop_per_step": flops / 1e9, "step_gflops": flops / 1e9 / step_s, "matmul_gflops": mm_gflops,
+           "fraction_of_matmul_rate": flops / 1e9 / step_s / mm_gflops,
            "transitions_per_gradient_step": pc.meta_batch * (pc.batch_size + pc.context_batch_size),
            "bytes_per_transition": per, "bytes_at_1M_transitions": per * 10**6,
            "replay_bound_bytes": algo.replay.nbytes + algo.encoder_buffer.nbytes}

@@ -407,6 +407,63 @@ def test_bench_pearl_reports_rates_and_the_memory_bound():
     out = bench_pearl(None, 2, TINY[1:])
     assert out["env_steps"] == 6 * 2 * 10  # every training task's initial episodes, H = 10, no termination needed
     assert out["env_steps_per_s"] > 0 and out["gradient_steps_per_s"] > 0
+    # the counted matmul FLOPs of a step are the layer-shape formula's (an extra pass, or gradients through
+    # the frozen Q-functions or the targets, would add to them)
+    from metarl.algos.pearl import gradient_step_flops
+    from metarl.experiment import load_config
+
+    assert round(out["gflop_per_step"] * 1e9) == gradient_step_flops(load_config(None, TINY).pearl, 2, 2)
+    assert out["matmul_gflops"] > 0 and out["fraction_of_matmul_rate"] > 0
     assert out["bytes_per_transition"] == 4 * (2 * 2 + 2 + 1) + 1
     # RL buffers 6 x 200 and encoder buffers 6 x (H x 2 initial episodes)
     assert out["replay_bound_bytes"] == 6 * (200 + 20) * out["bytes_per_transition"]
+
+
+# ------------------------------------------------------------------------------------------ diagnostics
+def test_explained_variance_against_its_formula():
+    from metarl.algos.pearl.diagnostics import explained_variance
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 3, generator=g)
+    y = x @ torch.randn(3, 2, generator=g) + torch.tensor([0.5, -1.0])
+    assert explained_variance(x, y) == pytest.approx(1.0, abs=1e-9)  # an exact affine relation
+    # features that say nothing: the fit is the first half's mean, scored around the second half's mean
+    y = torch.randn(40, 2, generator=g, dtype=torch.float64)
+    first, second = y[:20], y[20:]
+    expected = 1 - ((second - first.mean(0)) ** 2).sum() / ((second - second.mean(0)) ** 2).sum()
+    assert explained_variance(torch.zeros(40, 1), y) == pytest.approx(float(expected), abs=1e-9)
+    with pytest.raises(ValueError, match="same number"):
+        explained_variance(torch.zeros(5, 1), y)
+
+
+def test_task_inference_follows_the_evaluation_protocol():
+    from dataclasses import replace
+
+    from metarl.algos.pearl.diagnostics import explained_variance, task_inference
+    from metarl.evaluation.curves import eval_collector
+
+    exp = _tiny(["pearl.eval_episodes=3"])
+    exp.algo.train_iteration(exp.task_rng)
+    ev = replace(exp.cfg.eval, tasks=8)
+    tasks = eval_collector(exp.cfg, ev).sample_tasks(8, np.random.default_rng(ev.seed))
+    out = task_inference(exp.algo, eval_collector(exp.cfg, ev), tasks, ev)
+    posteriors: list = []
+    curve = exp.algo.adaptation_curve(tasks, eval_collector(exp.cfg, ev), ev, posteriors)
+    assert out["return"] == curve.mean(1).tolist() and len(posteriors) == 2  # episodes 1 and 2 use the posterior
+    goals = torch.tensor([t.goal for t in tasks])
+    assert out["r2"] == [explained_variance(m, goals) for m, _ in posteriors]
+    assert all(k > 0 and math.isfinite(k) for k in out["kl"])
+
+
+def test_pearl_diagnostics_runner(tmp_path, capsys):
+    from metarl.experiment import load_config
+    from metarl.pearl_diagnostics import main
+    from metarl.train import train
+
+    run = train(load_config(None, TINY + ["train.iterations=1"]), tmp_path / "run")
+    main([str(run), "--tasks", "6"])
+    out = capsys.readouterr().out
+    assert "episode 0 (0 of context, z from the prior)" in out and "episode 1 (1 of context, z from the posterior)" in out
+    assert "R² of the task from the posterior mean" in out
+    with pytest.raises(SystemExit, match="pearl_diagnostics: error: .*not a run directory"):
+        main([str(tmp_path / "nothing")])

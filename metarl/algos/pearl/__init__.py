@@ -11,10 +11,17 @@ from metarl.algos.pearl.networks import (
     kl_to_standard_normal,
     product_of_gaussians,
 )
-from metarl.algos.pearl.pearl import PEARL, alpha_loss, context_features, polyak_update, soft_q_target
+from metarl.algos.pearl.pearl import (
+    PEARL,
+    alpha_loss,
+    context_features,
+    gradient_step_flops,
+    polyak_update,
+    soft_q_target,
+)
 
 __all__ = [
     "PEARL", "PEARLConfig", "TaskReplayBuffers", "transitions_from_batch", "ContextEncoder", "QFunction",
     "TanhGaussian", "TanhGaussianPolicy", "kl_to_standard_normal", "product_of_gaussians", "alpha_loss",
-    "context_features", "polyak_update", "soft_q_target",
+    "context_features", "gradient_step_flops", "polyak_update", "soft_q_target",
 ]
