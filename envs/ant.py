@@ -84,9 +84,7 @@ class AntDirEnv(DirectionTasks, _AntTaskEnv):
 
     @classmethod
     def reward(cls, qpos_before, qpos_after, qvel_after, action, task_params, dt, ctrl_cost_weight):
-        vx = (qpos_after[..., 0] - qpos_before[..., 0]) / dt
-        vy = (qpos_after[..., 1] - qpos_before[..., 1]) / dt
-        forward = vx * task_params[..., 0] + vy * task_params[..., 1]
+        vx, vy, forward = cls.planar_velocity(qpos_before, qpos_after, task_params, dt)
         ctrl = ctrl_cost(ctrl_cost_weight, action)
         z = qpos_after[..., 2]
         healthy = (

@@ -63,9 +63,8 @@ class HumanoidDirEnv(DirectionTasks, MujocoTaskEnv):
 
     @classmethod
     def reward(cls, qpos_before, qpos_after, qvel_after, action, task_params, dt, ctrl_cost_weight):
-        vx = (qpos_after[..., 0] - qpos_before[..., 0]) / dt
-        vy = (qpos_after[..., 1] - qpos_before[..., 1]) / dt
-        forward = cls.FORWARD_REWARD_WEIGHT * (vx * task_params[..., 0] + vy * task_params[..., 1])
+        vx, vy, along = cls.planar_velocity(qpos_before, qpos_after, task_params, dt)
+        forward = cls.FORWARD_REWARD_WEIGHT * along
         ctrl = ctrl_cost(ctrl_cost_weight, action)
         z = qpos_after[..., 2]
         healthy = (z >= HEALTHY_Z[0]) & (z <= HEALTHY_Z[1])

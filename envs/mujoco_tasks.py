@@ -488,6 +488,13 @@ class DirectionTasks:
     def task_params(task) -> np.ndarray:
         return np.array([math.cos(task.angle), math.sin(task.angle)])
 
+    @staticmethod
+    def planar_velocity(qpos_before, qpos_after, task_params, dt):
+        """(v_x, v_y, v_xy . (cos theta, sin theta)): the root's displacement over the env step / dt."""
+        vx = (qpos_after[..., 0] - qpos_before[..., 0]) / dt
+        vy = (qpos_after[..., 1] - qpos_before[..., 1]) / dt
+        return vx, vy, vx * task_params[..., 0] + vy * task_params[..., 1]
+
 
 def normal_velocity_reset_state(rng: np.random.Generator, init_qpos, init_qvel, scale: float):
     """Gymnasium's HalfCheetah-v5 / Ant-v5 reset: qpos + U[-scale, scale], then qvel + scale N(0, 1), in that order."""
