@@ -286,23 +286,21 @@ def test_collection_fills_buffers_and_encoder_buffer_holds_recent_data_only():
 def test_gradient_steps_descend_the_critic_and_kl_losses():
     # the same meta-batch every step (generator reset): the critic's loss falls with the Q-functions'
     # steps, and the KL term with the encoder's (the other learning rates are made negligible)
-    exp = _tiny(["pearl.gradient_steps=0", "pearl.q_lr=0.01", "pearl.policy_lr=1e-9", "pearl.encoder_lr=1e-9"])
-    algo = exp.algo
-    algo.train_iteration(exp.task_rng)
-    g_state = algo.generator.get_state()
-    q_losses = []
-    for _ in range(30):
-        algo.generator.set_state(g_state)
-        q_losses.append(algo.gradient_step()["loss/q"])
+    def repeated_steps(overrides, stat):
+        """``stat`` of 30 gradient steps, each on the same meta-batch (the generator is reset before each)."""
+        exp = _tiny(["pearl.gradient_steps=0", *overrides])
+        algo = exp.algo
+        algo.train_iteration(exp.task_rng)
+        g_state = algo.generator.get_state()
+        values = []
+        for _ in range(30):
+            algo.generator.set_state(g_state)
+            values.append(algo.gradient_step()[stat])
+        return values
+
+    q_losses = repeated_steps(["pearl.q_lr=0.01", "pearl.policy_lr=1e-9", "pearl.encoder_lr=1e-9"], "loss/q")
     assert q_losses[-1] < 0.3 * q_losses[0]
-    exp = _tiny(["pearl.gradient_steps=0", "pearl.kl_lambda=100", "pearl.q_lr=1e-9", "pearl.encoder_lr=0.01"])
-    algo = exp.algo
-    algo.train_iteration(exp.task_rng)
-    g_state = algo.generator.get_state()
-    kls = []
-    for _ in range(30):
-        algo.generator.set_state(g_state)
-        kls.append(algo.gradient_step()["kl"])
+    kls = repeated_steps(["pearl.kl_lambda=100", "pearl.q_lr=1e-9", "pearl.encoder_lr=0.01"], "kl")
     assert kls[-1] < 0.5 * kls[0]
 
 
