@@ -340,6 +340,10 @@ def _one_line_warnings():
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Long commands (train, evaluate, tune) print a line per step of work; when stdout is a file (nohup,
+    # a cluster job's log) Python would hold those lines in a block buffer until exit, so show each at once.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
     try:
         return _run(args)
     except SystemExit as err:

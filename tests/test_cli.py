@@ -98,6 +98,18 @@ def _blocks(text: str) -> dict[str, str]:
     return blocks
 
 
+def test_stdout_to_a_file_shows_each_line_at_once(monkeypatch):
+    # nohup or a cluster log: stdout is a block-buffered file, and a long tune's per-setting lines would
+    # only appear at exit without line buffering.
+    import io
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    assert not out.line_buffering
+    monkeypatch.setattr(sys, "stdout", out)
+    assert main(["envs"]) == 0
+    assert out.line_buffering
+    assert b"metarl/Sinusoid-v0" in out.buffer.getvalue()  # already written through, no flush needed
+
+
 def test_envs_lists_every_family(capsys):
     assert main(["envs"]) == 0
     blocks = _blocks(capsys.readouterr().out)
