@@ -2,7 +2,8 @@
 
 * ``collect``: env-steps/s of the Collector (policy in the loop, all columns in parallel) against one
   Gymnasium env stepped in a Python loop (``ratio_vs_single_env``; the target for Meta-World with
-  ``--backend subproc`` on 2 cores is 1.7), and for natively batched MuJoCo envs against the open-loop
+  ``--backend subproc`` on 2 cores is 1.7; with subproc also against W single-env loops run at once in W
+  processes, ``fraction_of_parallel_limit``), and for natively batched MuJoCo envs against the open-loop
   ``mujoco.rollout`` limit for the same model, batch size and thread count (``ratio``).
 * ``maml``: seconds per meta-iteration of a config (MAML, ProMP or pretraining), split into sampling / inner
   adaptation / outer update; with ``--compare`` a second config timed alternately in the same run and the ratio.
@@ -61,8 +62,17 @@ def bench_collect(env_id: str = "metarl/HalfCheetahVel-v0", num_tasks: int = 40,
            "collector_steps_per_s": steps / best}
     if backend in ("ray", "subproc"):
         out["workers"] = collector.num_workers
-    single = _single_env_rate(env_id, collector.horizon, env_kwargs or {})
+    # best of `repeats` like the collector's own figure, so both sides of the ratio get the same luck
+    single = max(_single_env_rate(env_id, collector.horizon, env_kwargs or {}) for _ in range(repeats))
     out.update(gymnasium_single_env_steps_per_s=single, ratio_vs_single_env=out["collector_steps_per_s"] / single)
+    if backend == "subproc":
+        # What the cores give when each steps one env on its own: W single-env loops started together in W
+        # processes. Two busy cores of a VM often step slower each than one busy core (shared caches and
+        # memory bandwidth, clock, possibly SMT siblings), so this, not W x the single-env rate, is the ceiling.
+        parallel = max(_parallel_single_env_rate(env_id, collector.horizon, env_kwargs or {}, collector.num_workers)
+                       for _ in range(repeats))
+        out.update(parallel_single_env_steps_per_s=parallel,
+                   fraction_of_parallel_limit=out["collector_steps_per_s"] / parallel)
     venv = collector._venv(num_tasks * episodes_per_task)
     if hasattr(venv, "model") and hasattr(venv, "get_state"):
         limit = _open_loop_limit(venv, collector.horizon, repeats)
@@ -97,15 +107,18 @@ def _open_loop_limit(venv, horizon: int, repeats: int) -> float:
     return B * horizon / best
 
 
-def _single_env_rate(env_id: str, horizon: int, env_kwargs: dict, steps: int = 4000) -> float:
+def _single_env_rate(env_id: str, horizon: int, env_kwargs: dict, steps: int = 4000, barrier=None) -> float:
     """env-steps/s of one Gymnasium environment stepped in a Python loop (random actions, no policy),
-    on one task, reset every ``horizon`` steps as the collector resets (resets counted in the time)."""
+    on one task, reset every ``horizon`` steps as the collector resets (resets counted in the time).
+    ``barrier``: waited on just before the timed loop (parallel loops start together)."""
     import gymnasium as gym
 
     env = gym.make(env_id, disable_env_checker=True, max_episode_steps=None, **env_kwargs).unwrapped
     env.set_task(env.sample_tasks(1, np.random.default_rng(0))[0])
     env.action_space.seed(0)
     actions = [env.action_space.sample() for _ in range(steps)]
+    if barrier is not None:
+        barrier.wait()
     t = time.perf_counter()
     for i, a in enumerate(actions):
         if i % horizon == 0:
@@ -114,6 +127,33 @@ def _single_env_rate(env_id: str, horizon: int, env_kwargs: dict, steps: int = 4
     rate = steps / (time.perf_counter() - t)
     env.close()
     return rate
+
+
+def _parallel_single_env_rate(env_id: str, horizon: int, env_kwargs: dict, processes: int) -> float:
+    """Summed env-steps/s of ``processes`` single-env loops (:func:`_single_env_rate`) run at the same time in
+    forked processes, released together by a barrier once every env is built."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    procs = [ctx.Process(target=_single_env_rate_worker, args=(env_id, horizon, env_kwargs, barrier, results),
+                         daemon=True) for _ in range(processes)]
+    for proc in procs:
+        proc.start()
+    rates = [results.get(timeout=600) for _ in procs]
+    for proc in procs:
+        proc.join()
+    failed = [r for r in rates if isinstance(r, str)]
+    if failed:
+        raise RuntimeError(f"a parallel single-env loop failed: {failed[0]}")
+    return float(sum(rates))
+
+
+def _single_env_rate_worker(env_id, horizon, env_kwargs, barrier, results) -> None:
+    try:
+        results.put(_single_env_rate(env_id, horizon, env_kwargs, barrier=barrier))
+    except Exception as err:  # the parent raises it
+        results.put(f"{type(err).__name__}: {err}")
 
 
 def bench_maml(config: str = "experiments/navigation2d_maml.yaml", iterations: int = 3, overrides=(),

@@ -71,6 +71,24 @@ def test_bench_collect_reports_the_ratio_to_one_gymnasium_env(capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["workers"] == 2 and result["batch"] == 6
     assert result["ratio_vs_single_env"] == result["collector_steps_per_s"] / result["gymnasium_single_env_steps_per_s"]
+    # the ceiling the cores give: two single-env loops at once
+    assert result["parallel_single_env_steps_per_s"] > 0
+    assert result["fraction_of_parallel_limit"] == result["collector_steps_per_s"] / result["parallel_single_env_steps_per_s"]
+
+
+def test_parallel_single_env_loops_each_count_their_steps(monkeypatch):
+    """The parallel ceiling is the sum of what each process measured, and a failing loop names its error."""
+    from metarl import bench
+
+    monkeypatch.setattr(bench, "_single_env_rate", lambda env_id, horizon, kw, barrier=None: (barrier.wait(), 100.0)[1])
+    assert bench._parallel_single_env_rate(NAV, 100, {}, 3) == 300.0
+
+    def broken(env_id, horizon, kw, barrier=None):
+        barrier.wait()
+        raise ValueError("no such task")
+    monkeypatch.setattr(bench, "_single_env_rate", broken)
+    with pytest.raises(RuntimeError, match="a parallel single-env loop failed: ValueError: no such task"):
+        bench._parallel_single_env_rate(NAV, 100, {}, 2)
 
 
 def test_rng_state_moves_between_local_and_subproc():
