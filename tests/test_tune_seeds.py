@@ -112,3 +112,53 @@ def test_seeds_refuses_unlike_evaluations(tmp_path):
     d = _fake_eval(tmp_path, "d", {"maml": np.zeros((3, 5))})
     with pytest.raises(PlotError, match="test tasks"):
         aggregate_seeds([a, d])
+
+
+SMALL_NAV = ["maml.meta_batch_size=4", "maml.episodes_per_task=4", "env.horizon=20", "maml.cg_iters=2",
+             "policy.hidden_sizes=[16,16]", "train.iterations=2", "train.checkpoint_every=2", "eval.tasks=6",
+             "eval.steps=3"]
+
+
+@pytest.mark.parametrize("scoring", ["sampled", "mean_action"])
+def test_tune_of_an_rl_run_shares_first_steps_and_gives_each_settings_own_curve(tmp_path, monkeypatch, scoring):
+    """Combinations with the same first step size share its data (fewer collections), and every row is still
+    the curve `metarl evaluate --seed 2000` gives for that setting alone."""
+    from metarl.sampling.collector import Collector
+
+    run_dir = tmp_path / "nav"
+    args = ["train", "experiments/navigation2d_maml.yaml", "--run-dir", str(run_dir)]
+    for item in SMALL_NAV + (["eval.deterministic=true"] if scoring == "mean_action" else []):
+        args += ["--set", item]
+    assert main(args) == 0
+    calls = []
+    original = Collector.collect
+    monkeypatch.setattr(Collector, "collect", lambda self, *a, **k: (calls.append(1), original(self, *a, **k))[1])
+    grid = ["eval.inner_lr=0.05,0.2", "eval.inner_lr_after_first=0.02,0.1"]
+    tune_run(run_dir, grid, seed=2000, out_dir=tmp_path / "tune")
+    # Separately: 4 combinations x 4 collections (steps 0-3). Shared: step 0 once, step 1 once per first step
+    # size, steps 2 and 3 for each combination: 1 + 2 + 4 + 4. Mean-action scoring adds one scored
+    # collection per step, shared the same way.
+    per_step = 2 if scoring == "mean_action" else 1
+    assert len(calls) == (1 + 2 + 4 + 4) * per_step - (1 if scoring == "mean_action" else 0) * 4
+    rows = _read(tmp_path / "tune" / "tune.csv")
+    assert len(rows) == 4 and len({r["step3"] for r in rows}) == 4  # four different curves
+    for row in rows:
+        lr, after = row["eval.inner_lr"], row["eval.inner_lr_after_first"]
+        summary = evaluate_run(run_dir, seed=2000, overrides=[f"eval.inner_lr={lr}", f"eval.inner_lr_after_first={after}"],
+                               out_dir=tmp_path / f"ev{lr}_{after}")
+        expected = [r["mean"] for r in summary["curves"]["maml"]]
+        np.testing.assert_allclose([float(row[f"step{k}"]) for k in range(4)], expected, rtol=1e-6)
+
+
+def test_shared_prefixes_keep_only_shared_steps_and_one_task_set():
+    from metarl.common.adaptation import SharedPrefixes
+
+    p = SharedPrefixes([(0.1, 0.02, 0.02), (0.1, 0.05, 0.05), (0.2, 0.02, 0.02)])
+    assert p.wanted == {(), (0.1,)}  # (0.2,) and every two-step prefix belong to one combination only
+    p.store((0.2,), "unused")
+    p.store((0.1,), "after 0.1")
+    assert p.longest((0.1, 0.05, 0.05)) == (1, "after 0.1") and p.longest((0.2, 0.02, 0.02)) == (0, None)
+    tasks = [object(), object()]
+    p.check_setting(tasks, 20, False)
+    with pytest.raises(ValueError, match="other tasks or scoring"):
+        p.check_setting(tasks, 20, True)

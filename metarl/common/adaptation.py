@@ -244,9 +244,13 @@ class GradientAdaptation:
         """
         return self.adaptation_curves(tasks, collector, ev)[self.metric]
 
-    def adaptation_curves(self, tasks, collector, ev) -> dict[str, np.ndarray]:
+    def adaptation_curves(self, tasks, collector, ev, prefixes: "SharedPrefixes | None" = None) -> dict[str, np.ndarray]:
         """:meth:`adaptation_curve` under ``self.metric``, and for RL, beside it, ``<key>_rate`` for every
-        per-step info indicator the env records (e.g. ``success_rate``), from the same episodes."""
+        per-step info indicator the env records (e.g. ``success_rate``), from the same episodes.
+
+        ``prefixes`` (RL; ``metarl tune``): steps shared with other calls on the same tasks, each call with
+        a fresh collector of the same seed. A call continues from the longest stored prefix of its step
+        sizes, and stores the prefixes the others will want, so it returns what it would without them."""
         cfg = self.cfg
         episodes = ev.episodes_per_task or cfg.episodes_per_task
         lrs = test_time_inner_lrs(cfg, ev, ev.steps, learned=self.inner_lrs is not None)
@@ -254,24 +258,35 @@ class GradientAdaptation:
         M = len(tasks)
         if not algo.supervised:
             deterministic = getattr(ev, "deterministic", False)
-            params, rows = None, []
+            params, rows, data, start = None, [], None, 0
+            if prefixes is not None:
+                prefixes.check_setting(tasks, episodes, deterministic)
+                start, hit = prefixes.longest(lrs[:ev.steps])
+                if hit is not None:
+                    params, data, saved_rows, rng_state = hit
+                    rows = list(saved_rows)
+                    collector.set_rng_state(rng_state)
 
             def score(batch):
                 rows.append({"return": batch.mean_return_per_task().cpu().numpy(),
                              **{f"{k}_rate": batch.mean_info_max_per_task(k).cpu().numpy() for k in batch.infos}})
 
-            for j in range(ev.steps + 1):
-                if deterministic:
-                    # Scored on mean-action episodes; the inner step still adapts on sampled ones.
-                    score(collector.collect(self.policy, tasks, episodes, params=params,
-                                            per_task_params=params is not None, deterministic=True))
-                    if j == ev.steps:
-                        break
-                data = algo.collect_inner(tasks, params, episodes)
-                if not deterministic:
-                    score(data.batch)
+            for j in range(start, ev.steps + 1):
+                if data is None:  # (a stored prefix brings step `start`'s data, already scored)
+                    if deterministic:
+                        # Scored on mean-action episodes; the inner step still adapts on sampled ones.
+                        score(collector.collect(self.policy, tasks, episodes, params=params,
+                                                per_task_params=params is not None, deterministic=True))
+                        if j == ev.steps:
+                            break
+                    data = algo.collect_inner(tasks, params, episodes)
+                    if not deterministic:
+                        score(data.batch)
+                    if prefixes is not None and j < ev.steps:
+                        prefixes.store(tuple(lrs[:j]), (params, data, list(rows), collector.get_rng_state()))
                 if j < ev.steps:
                     params = algo.inner_step_detached(params, data, M, lr=lrs[j])
+                data = None
             return {key: np.stack([r[key] for r in rows]) for key in rows[0]}
         support = algo.collect_inner(tasks, None, episodes)
         query = algo.collect_inner(tasks, None, EVAL_QUERY_POINTS)
@@ -291,6 +306,41 @@ class GradientAdaptation:
         m = GradientAdaptation(self.policy, collector, replace(self.cfg, learn_inner_lr=False), self.device, self.inner_terms)
         m.inner_lrs = self.inner_lrs
         return m
+
+
+class SharedPrefixes:
+    """Adaptation steps shared between evaluations that differ only in their later step sizes (``metarl
+    tune``'s grid): after collecting step j's data with the parameters that step sizes ``lrs[:j]`` gave,
+    an evaluation stores that data, its scores so far and the collector's random streams under
+    ``lrs[:j]``; another evaluation with the same first j step sizes starts there. Only the prefixes in
+    ``wanted`` (those two or more evaluations share) are kept, so memory stays at one batch per prefix."""
+
+    def __init__(self, step_sizes: Sequence[Sequence[float | None]]):
+        counts: dict[tuple, int] = {}
+        for lrs in step_sizes:
+            for j in range(len(lrs)):
+                counts[tuple(lrs[:j])] = counts.get(tuple(lrs[:j]), 0) + 1
+        self.wanted = {key for key, n in counts.items() if n > 1}
+        self._stored: dict[tuple, tuple] = {}
+        self._setting: tuple | None = None
+
+    def check_setting(self, tasks, episodes: int, deterministic: bool) -> None:
+        setting = (tuple(id(t) for t in tasks), episodes, deterministic)  # the same task objects
+        if self._setting is None:
+            self._setting = setting
+        elif setting != self._setting:
+            raise ValueError("SharedPrefixes holds steps of other tasks or scoring; use one per task set")
+
+    def longest(self, lrs: Sequence[float | None]) -> tuple[int, tuple | None]:
+        """(j, stored state) for the longest stored prefix lrs[:j], or (0, None)."""
+        for j in range(len(lrs), -1, -1):
+            if tuple(lrs[:j]) in self._stored:
+                return j, self._stored[tuple(lrs[:j])]
+        return 0, None
+
+    def store(self, key: tuple, state: tuple) -> None:
+        if key in self.wanted:
+            self._stored.setdefault(key, state)
 
 
 def test_time_inner_lrs(cfg, ev, steps: int, learned: bool = False) -> list[float | None]:
