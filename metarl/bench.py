@@ -67,8 +67,8 @@ def bench_collect(env_id: str = "metarl/HalfCheetahVel-v0", num_tasks: int = 40,
     out.update(gymnasium_single_env_steps_per_s=single, ratio_vs_single_env=out["collector_steps_per_s"] / single)
     if backend == "subproc":
         # What the cores give when each steps one env on its own: W single-env loops started together in W
-        # processes. Two busy cores of a VM often step slower each than one busy core (shared caches and
-        # memory bandwidth, clock, possibly SMT siblings), so this, not W x the single-env rate, is the ceiling.
+        # processes. Measured, not assumed to be W x the single-env rate: shared caches, memory bandwidth,
+        # clocks or SMT siblings can make busy cores slower each than one busy core.
         parallel = max(_parallel_single_env_rate(env_id, collector.horizon, env_kwargs or {}, collector.num_workers)
                        for _ in range(repeats))
         out.update(parallel_single_env_steps_per_s=parallel,
@@ -153,6 +153,7 @@ def _single_env_rate_worker(env_id, horizon, env_kwargs, barrier, results) -> No
     try:
         results.put(_single_env_rate(env_id, horizon, env_kwargs, barrier=barrier))
     except Exception as err:  # the parent raises it
+        barrier.abort()  # the loops still waiting at the barrier fail too, instead of waiting forever
         results.put(f"{type(err).__name__}: {err}")
 
 

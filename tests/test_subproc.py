@@ -3,6 +3,8 @@ collection, bit for bit, whatever the number of workers, early terminations and 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -76,7 +78,7 @@ def test_bench_collect_reports_the_ratio_to_one_gymnasium_env(capsys):
     assert result["fraction_of_parallel_limit"] == result["collector_steps_per_s"] / result["parallel_single_env_steps_per_s"]
 
 
-def test_parallel_single_env_loops_each_count_their_steps(monkeypatch):
+def test_parallel_single_env_loops_each_count_their_steps(monkeypatch, tmp_path):
     """The parallel ceiling is the sum of what each process measured, and a failing loop names its error."""
     from metarl import bench
 
@@ -89,6 +91,19 @@ def test_parallel_single_env_loops_each_count_their_steps(monkeypatch):
     monkeypatch.setattr(bench, "_single_env_rate", broken)
     with pytest.raises(RuntimeError, match="a parallel single-env loop failed: ValueError: no such task"):
         bench._parallel_single_env_rate(NAV, 100, {}, 2)
+
+    # one loop fails before the barrier (its env cannot be built): the others are released, not left waiting
+    def one_fails_to_build(env_id, horizon, kw, barrier=None):
+        try:  # exactly one process creates the marker file and fails
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            barrier.wait()
+            return 1.0
+        raise ValueError("cannot build env")
+    marker = str(tmp_path / "first")
+    monkeypatch.setattr(bench, "_single_env_rate", one_fails_to_build)
+    with pytest.raises(RuntimeError, match="a parallel single-env loop failed: (ValueError: cannot build env|BrokenBarrierError)"):
+        bench._parallel_single_env_rate(NAV, 100, {}, 3)
 
 
 def test_rng_state_moves_between_local_and_subproc():
