@@ -466,3 +466,23 @@ def test_plot_ylim_fixes_the_axis(sinusoid_runs, tmp_path, monkeypatch):
     assert main(["plot", str(sinusoid_runs[0]), "--out", str(out)]) == 0
     assert seen[0] == (0.25, 3.5) and seen[1] != (0.25, 3.5)
     _assert_png(out)
+
+
+def test_plot_of_unlike_x_axes_names_both(sinusoid_runs, tmp_path, monkeypatch):
+    """MAML's gradient steps beside RL²'s episodes: the axis label names both, never a neutral 'step'."""
+    import shutil
+
+    from metarl.evaluation import plots
+
+    other = tmp_path / "episodes"
+    shutil.copytree(Path(sinusoid_runs[0]) / "eval", other)
+    summary = json.loads((other / "summary.json").read_text())
+    own = summary["x_label"]
+    summary["x_label"] = "episode in trial"
+    (other / "summary.json").write_text(json.dumps(summary))
+    seen = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, out: (seen.append(fig.axes[0].get_xlabel()), save(fig, out))[1])
+    assert main(["plot", str(sinusoid_runs[0]), str(other), "--out", str(tmp_path / "mixed.png")]) == 0
+    assert main(["plot", str(sinusoid_runs[0]), "--out", str(tmp_path / "one.png")]) == 0
+    assert seen == [" / ".join(sorted([own, "episode in trial"])), own]

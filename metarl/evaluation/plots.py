@@ -178,6 +178,12 @@ def select_curves(sources: Sequence[str | Path], methods: Sequence[str] | None =
     return curves, metrics, x_labels
 
 
+def x_axis_label(x_labels: set[str]) -> str:
+    """The sources' x-axis label; when they differ (MAML's gradient steps beside RL²'s episodes in a
+    trial), every one of them, so the axis says that it puts unlike things side by side."""
+    return " / ".join(sorted(x_labels)) if x_labels else "step"
+
+
 def plot_runs(sources: Sequence[str | Path], out: str | Path, title: str | None = None,
               methods: Sequence[str] | None = None, ylim: Sequence[float] | None = None,
               curves_name: str = "adaptation") -> Path:
@@ -195,7 +201,7 @@ def plot_runs(sources: Sequence[str | Path], out: str | Path, title: str | None 
     for label, rows in curves:
         _draw_curve(ax, rows, label)
     metric = metrics.pop() if metrics else "value"
-    ax.set_xlabel(x_labels.pop() if len(x_labels) == 1 else "step")
+    ax.set_xlabel(x_axis_label(x_labels))
     _integer_steps(ax)
     ax.set_ylabel(metric + " (mean over test tasks, 95% CI)")
     ax.set_title(title or "adaptation curves")
