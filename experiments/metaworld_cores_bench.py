@@ -54,7 +54,11 @@ def loop_rate(env_name: str, n: int, steps: int, horizon: int, barrier=None) -> 
 
 
 def _worker(args, barrier, queue):
-    queue.put(loop_rate(*args, barrier=barrier))
+    try:
+        queue.put(loop_rate(*args, barrier=barrier))
+    except Exception as err:
+        barrier.abort()  # the other processes stop waiting at the barrier
+        queue.put(f"{type(err).__name__}: {err}")
 
 
 def parallel_rate(env_name: str, n: int, steps: int, horizon: int, workers: int) -> float:
@@ -63,10 +67,13 @@ def parallel_rate(env_name: str, n: int, steps: int, horizon: int, workers: int)
     procs = [ctx.Process(target=_worker, args=((env_name, n, steps, horizon), barrier, queue)) for _ in range(workers)]
     for p in procs:
         p.start()
-    total = sum(queue.get(timeout=900) for _ in procs)
+    rates = [queue.get(timeout=900) for _ in procs]
     for p in procs:
         p.join()
-    return total
+    failed = [r for r in rates if isinstance(r, str)]
+    if failed:
+        raise SystemExit(f"a loop failed: {failed[0]}")
+    return float(sum(rates))
 
 
 def main() -> None:
