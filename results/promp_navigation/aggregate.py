@@ -1,8 +1,9 @@
 """Aggregate the periodic held-out meta-tests of the runs of run.sh into one curve per method.
 
-    .venv/bin/python results/promp_navigation/aggregate.py [--runs runs/promp_nav] [--out results/promp_navigation]
+    .venv/bin/python results/promp_navigation/aggregate.py [--runs runs/promp_nav ...] [--out results/promp_navigation]
 
-Reads RUNS/<method>_s<seed>/progress.csv (the rows with a meta-test: meta_test/return_step<k>, the mean
+Also used by results/families_navigation/ (MAML against PEARL and RL², ``--log-x``). Reads
+RUNS/<method>_s<seed>/progress.csv of every RUNS directory given (``--methods``: only those methods) (the rows with a meta-test: meta_test/return_step<k>, the mean
 return over the held-out tasks after k inner steps) and writes, into OUT:
 
 * ``curve.csv``: per method and meta-test iteration, the environment steps (mean over the method's
@@ -16,7 +17,7 @@ return over the held-out tasks after k inner steps) and writes, into OUT:
   steps (right) against environment steps, mean over seeds with a band of ± one std over seeds, thin
   lines for the seeds.
 
-Runs that stopped before the longest run's last meta-test (unfinished: resume them with
+Runs that stopped before the longest run of their method's last meta-test (unfinished: resume them with
 ``metarl train --resume RUN``, or run.sh again) are listed and left out of the curves and final scores,
 so every method is compared on the same env-step budget.
 """
@@ -32,16 +33,20 @@ from pathlib import Path
 
 import numpy as np
 
-LABELS = {"maml": "MAML-TRPO", "promp": "ProMP", "emaml": "E-MAML-TRPO", "emamlw": "E-MAML-TRPO, weight 1/2000"}
+LABELS = {"maml": "MAML-TRPO", "promp": "ProMP", "emaml": "E-MAML-TRPO", "emamlw": "E-MAML-TRPO, weight 1/2000",
+          "pearl": "PEARL", "rl2": "RL²"}
 
 
-def read_runs(runs: Path) -> dict[str, dict[int, dict[str, np.ndarray]]]:
-    """{method: {seed: {column: values over the meta-test rows}}}."""
-    out: dict[str, dict[int, dict[str, np.ndarray]]] = defaultdict(dict)
+def read_runs(runs: Path, methods: list[str] | None = None,
+              out: dict | None = None) -> dict[str, dict[int, dict[str, np.ndarray]]]:
+    """{method: {seed: {column: values over the meta-test rows}}}, added to ``out`` if given."""
+    out = defaultdict(dict) if out is None else out
     for d in sorted(runs.iterdir()):
         m = re.fullmatch(r"(\w+?)_s(\d+)", d.name)
-        if not m or not (d / "progress.csv").is_file():
+        if not m or not (d / "progress.csv").is_file() or (methods and m.group(1) not in methods):
             continue
+        if int(m.group(2)) in out[m.group(1)]:
+            raise SystemExit(f"{d}: {m.group(1)} seed {m.group(2)} was already read from another --runs directory")
         with open(d / "progress.csv", newline="") as f:
             rows = [r for r in csv.DictReader(f) if r.get("meta_test/return_step1") not in (None, "")]
         if not rows:
@@ -73,11 +78,11 @@ def aggregate(runs: dict[int, dict[str, np.ndarray]]) -> list[dict]:
     return rows
 
 
-def final_scores(runs: dict[int, dict[str, np.ndarray]], last: int, threshold: float) -> list[dict]:
+def final_scores(runs: dict[int, dict[str, np.ndarray]], last: int, threshold: float, threshold_step: int = 1) -> list[dict]:
     out = []
     for s in sorted(runs):
         r = runs[s]
-        reached = np.flatnonzero(r["meta_test/return_step1"] >= threshold)
+        reached = np.flatnonzero(r[f"meta_test/return_step{threshold_step}"] >= threshold)
         out.append({"seed": s, "iterations": int(r["iteration"][-1]), "env_steps": r["env_steps_total"][-1],
                     f"step1_last{last}": r["meta_test/return_step1"][-last:].mean(),
                     f"step3_last{last}": r["meta_test/return_step3"][-last:].mean(),
@@ -94,7 +99,8 @@ def write_csv(path: Path, rows: list[dict]) -> None:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
 
 
-def plot(curves: dict[str, list[dict]], runs, path: Path, title: str) -> None:
+def plot(curves: dict[str, list[dict]], runs, path: Path, title: str, log_x: bool = False,
+         panel: str = "after {k} inner step{s}") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,8 +118,10 @@ def plot(curves: dict[str, list[dict]], runs, path: Path, title: str) -> None:
             ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2)
             for s, r in runs[method].items():
                 ax.plot(r["env_steps_total"] / 1e6, r[f"meta_test/return_step{k}"], color=color, alpha=0.35, lw=0.7)
-        ax.set_xlabel("environment steps (millions)")
-        ax.set_title(f"after {k} inner step{'s' if k > 1 else ''}")
+        ax.set_xlabel("environment steps (millions" + (", log scale)" if log_x else ")"))
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_title(panel.format(k=k, s="s" if k > 1 else ""))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("return on held-out tasks (mean over tasks)")
     axes[0].legend(fontsize="small", loc="lower right")
@@ -125,21 +133,28 @@ def plot(curves: dict[str, list[dict]], runs, path: Path, title: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", default="runs/promp_nav")
+    p.add_argument("--runs", nargs="+", default=["runs/promp_nav"], help="directories of <method>_s<seed> runs")
+    p.add_argument("--methods", nargs="+", metavar="METHOD", help="only these methods' runs (default: all)")
     p.add_argument("--out", default="results/promp_navigation")
     p.add_argument("--last", type=int, default=5, help="meta-tests averaged for the final score")
     p.add_argument("--plot-methods", nargs="+", metavar="METHOD", help="methods in the plot (default: all)")
     p.add_argument("--png", default="curve.png", help="plot file name in OUT")
-    p.add_argument("--threshold", type=float, default=-15.0, help="step-1 return whose first reaching is reported")
+    p.add_argument("--threshold", type=float, default=-15.0, help="return whose first reaching is reported")
+    p.add_argument("--threshold-step", type=int, default=1, help="the step k whose return --threshold applies to")
     p.add_argument("--title", default="2D navigation: post-adaptation return on 40 held-out tasks")
+    p.add_argument("--panel", default="after {k} inner step{s}", help="panel title; {k} is the step, {s} a plural s")
+    p.add_argument("--log-x", action="store_true", help="log-scale environment steps (methods of unlike budgets)")
     args = p.parse_args()
-    runs = read_runs(Path(args.runs))
+    runs: dict = defaultdict(dict)
+    for d in args.runs:
+        read_runs(Path(d), args.methods, runs)
+    runs = {m: seeds for m, seeds in runs.items() if seeds}
     if not runs:
-        raise SystemExit(f"no runs with a periodic meta-test under {args.runs}")
-    target = max(int(r["iteration"][-1]) for seeds in runs.values() for r in seeds.values())
+        raise SystemExit(f"no runs with a periodic meta-test under {' '.join(args.runs)}")
     for m in list(runs):
+        target = max(int(r["iteration"][-1]) for r in runs[m].values())
         for seed in [s for s, r in runs[m].items() if int(r["iteration"][-1]) < target]:
-            print(f"unfinished, left out: {args.runs}/{m}_s{seed} (iteration {int(runs[m][seed]['iteration'][-1])} of {target})")
+            print(f"unfinished, left out: {m}_s{seed} (iteration {int(runs[m][seed]['iteration'][-1])} of {target})")
             del runs[m][seed]
         if not runs[m]:
             del runs[m]
@@ -148,10 +163,11 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "curve.csv", [{"method": m, **r} for m in order for r in curves[m]])
-    finals = [{"method": m, **r} for m in order for r in final_scores(runs[m], args.last, args.threshold)]
+    finals = [{"method": m, **r} for m in order
+              for r in final_scores(runs[m], args.last, args.threshold, args.threshold_step)]
     write_csv(out / "final.csv", finals)
     shown = [m for m in order if args.plot_methods is None or m in args.plot_methods]
-    plot({m: curves[m] for m in shown}, runs, out / args.png, args.title)
+    plot({m: curves[m] for m in shown}, runs, out / args.png, args.title, args.log_x, args.panel)
     key = f"step1_last{args.last}"
     for m in order:
         f = [r for r in finals if r["method"] == m]
@@ -161,7 +177,8 @@ def main() -> None:
         print(f"{LABELS.get(m, m):>12}: {len(f)} seeds, iterations {[r['iterations'] for r in f]}; after 1 step, last "
               f"{args.last} meta-tests: mean {v.mean():.2f}, std over seeds {v.std(ddof=1) if len(v) > 1 else math.nan:.2f}, "
               f"per seed {np.round(v, 2).tolist()}; mean over all meta-tests {a.mean():.2f} "
-              f"(per seed {np.round(a, 2).tolist()}); millions of env steps to reach {args.threshold:g} after 1 step: "
+              f"(per seed {np.round(a, 2).tolist()}); millions of env steps to reach {args.threshold:g} after "
+              f"{args.threshold_step} step{'s' if args.threshold_step > 1 else ''}: "
               f"per seed {np.round(t, 2).tolist()}")
     print(f"wrote {out / 'curve.csv'}, {out / 'final.csv'}, {out / args.png}")
 
