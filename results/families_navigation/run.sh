@@ -49,7 +49,7 @@ case "${1:-}" in
   validate)
     for c in A_base B_kl01 C_kl0001 D_ent_m2 E_post0; do
       .venv/bin/metarl evaluate "$OUT/${c}_s0" --seed 2000 --tasks 40 --set eval.episodes_per_task=20 \
-        --out "$OUT/${c}_s0/validation" | tail -n 1
+        --out "$OUT/${c}_s0/validation"
     done ;;
   seeds)
     c=${2:?"seeds needs the chosen candidate, one of: ${!CANDIDATES[*]}"}

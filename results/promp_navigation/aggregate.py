@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 LABELS = {"maml": "MAML-TRPO", "promp": "ProMP", "emaml": "E-MAML-TRPO", "emamlw": "E-MAML-TRPO, weight 1/2000",
-          "pearl": "PEARL", "rl2": "RL²"}
+          "pearl": "PEARL", "pearllong": "PEARL, continued to 600 iterations", "rl2": "RL²"}
 
 
 def read_runs(runs: Path, methods: list[str] | None = None,
@@ -114,7 +114,8 @@ def plot(curves: dict[str, list[dict]], runs, path: Path, title: str, log_x: boo
             mean = np.array([r[f"step{k}_mean"] for r in rows])
             std = np.nan_to_num(np.array([r[f"step{k}_std"] for r in rows]))
             n = rows[0]["n_seeds"] if rows else 0
-            ax.plot(x, mean, color=color, label=f"{LABELS.get(method, method)} (mean of {n} seeds, band ± 1 std)")
+            what = f"mean of {n} seeds, band ± 1 std" if n > 1 else "1 seed"
+            ax.plot(x, mean, color=color, label=f"{LABELS.get(method, method)} ({what})")
             ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2)
             for s, r in runs[method].items():
                 ax.plot(r["env_steps_total"] / 1e6, r[f"meta_test/return_step{k}"], color=color, alpha=0.35, lw=0.7)
