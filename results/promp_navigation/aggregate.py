@@ -3,16 +3,17 @@
     .venv/bin/python results/promp_navigation/aggregate.py [--runs runs/promp_nav ...] [--out results/promp_navigation]
 
 Also used by results/families_navigation/ (MAML against PEARL and RL², ``--log-x``). Reads
-RUNS/<method>_s<seed>/progress.csv of every RUNS directory given (``--methods``: only those methods) (the rows with a meta-test: meta_test/return_step<k>, the mean
-return over the held-out tasks after k inner steps) and writes, into OUT:
+RUNS/<method>_s<seed>/progress.csv in every RUNS directory given, or only the ``--methods`` named: the
+rows with a meta-test, meta_test/return_step<k>, the mean return over the held-out tasks after k inner
+steps (PEARL and RL²: after k episodes of experience). Writes, into OUT:
 
 * ``curve.csv``: per method and meta-test iteration, the environment steps (mean over the method's
   seeds; they differ by under 1% because navigation episodes can end early), the number of seeds, and
   for every step k the mean over seeds of the held-out return, its sample std over seeds, min and max;
-* ``final.csv``: per method and seed, the held-out return after 1 and 3 steps averaged over the last
+* ``final.csv``: per method and seed, the held-out return after every step k averaged over the last
   ``--last`` meta-tests (the end of training, less noisy than one meta-test), and the area under the
   step-1 curve (mean over all meta-tests: rewards learning speed as well), and the environment steps
-  at the first meta-test whose step-1 return reached ``--threshold``;
+  at the first meta-test whose return after step ``--threshold-step`` (default 1) reached ``--threshold``;
 * ``curve.png`` (``--png``; ``--plot-methods`` to show some): held-out return after 1 step (left) and 3
   steps (right) against environment steps, mean over seeds with a band of ± one std over seeds, thin
   lines for the seeds.
@@ -84,8 +85,7 @@ def final_scores(runs: dict[int, dict[str, np.ndarray]], last: int, threshold: f
         r = runs[s]
         reached = np.flatnonzero(r[f"meta_test/return_step{threshold_step}"] >= threshold)
         out.append({"seed": s, "iterations": int(r["iteration"][-1]), "env_steps": r["env_steps_total"][-1],
-                    f"step1_last{last}": r["meta_test/return_step1"][-last:].mean(),
-                    f"step3_last{last}": r["meta_test/return_step3"][-last:].mean(),
+                    **{f"step{k}_last{last}": r[f"meta_test/return_step{k}"][-last:].mean() for k in steps_of(r)},
                     "step1_area": r["meta_test/return_step1"].mean(),
                     "env_steps_to_threshold": r["env_steps_total"][reached[0]] if reached.size else math.nan})
     return out
@@ -181,6 +181,9 @@ def main() -> None:
               f"(per seed {np.round(a, 2).tolist()}); millions of env steps to reach {args.threshold:g} after "
               f"{args.threshold_step} step{'s' if args.threshold_step > 1 else ''}: "
               f"per seed {np.round(t, 2).tolist()}")
+        per_k = [(c, np.array([r[c] for r in f])) for c in f[0] if re.fullmatch(rf"step\d+_last{args.last}", c)]
+        print(" " * 14 + "last meta-tests by step, mean ± std over seeds: " + ", ".join(
+            f"{c.split('_')[0]} {v.mean():.1f} ± {v.std(ddof=1) if len(v) > 1 else math.nan:.1f}" for c, v in per_k))
     print(f"wrote {out / 'curve.csv'}, {out / 'final.csv'}, {out / args.png}")
 
 
