@@ -395,3 +395,33 @@ def test_cheetah_config_runs_one_iteration_end_to_end(tmp_path, name):
 def test_small_configs_load(name):
     cfg = load_config(EXPERIMENTS / name)
     assert cfg.algo == "rl2"
+
+
+def test_target_kl_stops_the_ppo_epochs_and_only_when_asked():
+    def run(**kw):
+        algo = _bandit_algo(**kw)
+        stats = algo.train_iteration(np.random.default_rng(0))
+        return stats, [p.detach().clone() for p in algo.policy.parameters()]
+
+    plain, plain_params = run()
+    assert "ppo/steps" not in plain  # progress.csv of runs without target_kl keeps its columns
+    # A bound no minibatch reaches: every step of 4 epochs x 4 minibatches, the same update as without it.
+    loose, loose_params = run(target_kl=1e9)
+    assert loose["ppo/steps"] == 4 * 4
+    for a, b in zip(plain_params, loose_params):
+        torch.testing.assert_close(a, b)
+    # A bound the first step already exceeds on the next minibatch: one step, a smaller move.
+    tight, tight_params = run(target_kl=1e-12)
+    assert tight["ppo/steps"] == 1
+    init = [p.detach().clone() for p in _bandit_algo().policy.parameters()]
+    moved = lambda ps: sum(float((a - b).pow(2).sum()) for a, b in zip(ps, init))  # noqa: E731
+    assert 0 < moved(tight_params) < moved(plain_params)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["rl2.target_kl=0.0"], "rl2.target_kl = 0.0 is out of range"),
+    (["rl2.optimizer=trpo", "rl2.target_kl=0.01"], "null with optimizer trpo"),
+])
+def test_target_kl_bad_values_are_refused_in_one_line(overrides, message):
+    with pytest.raises(Exception, match=message):
+        load_config(str(EXPERIMENTS / "tabular_mdp_rl2.yaml"), overrides)

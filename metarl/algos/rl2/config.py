@@ -36,6 +36,8 @@ class RL2Config:
     """Weight of the value-function loss."""
     max_grad_norm: float = 0.5
     """Gradient-norm clipping threshold."""
+    target_kl: float | None = None
+    """PPO: end the iteration's epochs at the first minibatch (after the first) whose approximate KL to the collecting policy exceeds 1.5 x target_kl, before its step (SB3's rule; progress.csv then has ppo/steps); null = never."""
 
     def validate(self) -> None:
         check_range(self, "episodes_per_trial", ge=1)
@@ -54,3 +56,7 @@ class RL2Config:
         check_range(self, "entropy_coef", ge=0)
         check_range(self, "value_coef", ge=0)
         check_range(self, "max_grad_norm", gt=0)
+        if self.target_kl is not None:
+            check_range(self, "target_kl", gt=0)
+            if self.optimizer != "ppo":
+                raise ConfigRangeError("target_kl", self.target_kl, "null with optimizer trpo (TRPO bounds each update's KL itself)")

@@ -267,6 +267,11 @@ class RL2:
                     dist.log_prob(actions), b.log_probs[:, cols], adv[:, cols], dist.entropy(), values,
                     targets[:, cols], b.valid[:, cols], cfg.clip_range, cfg.entropy_coef, cfg.value_coef,
                 )
+                # One host read per minibatch, only when asked for: the policy has moved too far from the
+                # one that collected the data, so the rest of this iteration's steps are skipped (never
+                # the first, which starts at that policy).
+                if cfg.target_kl is not None and n and float(st["approx_kl"]) > 1.5 * cfg.target_kl:
+                    break
                 self.optimizer.zero_grad()
                 total.backward()
                 pg_norm = self._clip(self.policy.parameters())
@@ -278,8 +283,14 @@ class RL2:
                                             dtype=torch.float64, device=self.device)
                     sums[key] = sums[key] + value if key in sums else value
                 n += 1
+            else:
+                continue
+            break  # target_kl reached
         self.policy.eval()
-        return dict(zip(sums, (torch.stack(list(sums.values())) / n).tolist()))
+        out = dict(zip(sums, (torch.stack(list(sums.values())) / n).tolist()))
+        if cfg.target_kl is not None:
+            out["ppo/steps"] = float(n)
+        return out
 
     def _trpo(self, b: EpisodeBatch, adv: Tensor, returns: Tensor, rng: np.random.Generator) -> dict[str, float]:
         from metarl.common.trpo import trpo_step
