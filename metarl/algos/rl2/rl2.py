@@ -259,7 +259,10 @@ class RL2:
         sums: dict[str, Tensor] = {}  # summed on the device (float64): one host read per update, not per minibatch
         n = 0
         targets = self.value_fn.normalize_targets(returns)
+        kl_reached = False
         for _ in range(cfg.ppo_epochs):
+            if kl_reached:
+                break
             for cols in self._minibatches(b.num_columns, rng):
                 dist, values = self._evaluate(b, cols)
                 actions = b.actions[:, cols]
@@ -270,7 +273,8 @@ class RL2:
                 # One host read per minibatch, only when asked for: the policy has moved too far from the
                 # one that collected the data, so the rest of this iteration's steps are skipped (never
                 # the first, which starts at that policy).
-                if cfg.target_kl is not None and n and float(st["approx_kl"]) > 1.5 * cfg.target_kl:
+                kl_reached = cfg.target_kl is not None and n > 0 and float(st["approx_kl"]) > 1.5 * cfg.target_kl
+                if kl_reached:
                     break
                 self.optimizer.zero_grad()
                 total.backward()
@@ -283,9 +287,6 @@ class RL2:
                                             dtype=torch.float64, device=self.device)
                     sums[key] = sums[key] + value if key in sums else value
                 n += 1
-            else:
-                continue
-            break  # target_kl reached
         self.policy.eval()
         out = dict(zip(sums, (torch.stack(list(sums.values())) / n).tolist()))
         if cfg.target_kl is not None:
@@ -322,7 +323,10 @@ class RL2:
         # The value function: Adam epochs over minibatches of whole trials, as in the PPO path.
         vsum, n = 0.0, 0
         targets = self.value_fn.normalize_targets(returns)
+        kl_reached = False
         for _ in range(cfg.ppo_epochs):
+            if kl_reached:
+                break
             for cols in self._minibatches(b.num_columns, rng):
                 values = self.value_fn.normalized_sequence(inputs[:, cols], valid[:, cols])
                 value_loss = masked_mean((values - targets[:, cols]).pow(2), valid[:, cols])
