@@ -465,3 +465,20 @@ def test_pearl_diagnostics_runner(tmp_path, capsys):
     assert "R² of the task from the posterior mean" in out
     with pytest.raises(SystemExit, match="pearl_diagnostics: error: .*not a run directory"):
         main([str(tmp_path / "nothing")])
+
+
+def test_cpu_sized_cheetah_config_changes_only_what_it_states():
+    """halfcheetah_vel_pearl_cpu.yaml is the paper config with the widths, SAC steps and schedule it names changed."""
+    from dataclasses import asdict
+
+    from metarl.experiment import load_config
+
+    paper, cpu = load_config("experiments/halfcheetah_vel_pearl.yaml"), load_config("experiments/halfcheetah_vel_pearl_cpu.yaml")
+    p, c = asdict(paper.pearl), asdict(cpu.pearl)
+    changed = {k for k in p if p[k] != c[k]}
+    assert changed == {"hidden_sizes", "encoder_hidden_sizes", "gradient_steps"}
+    assert c["hidden_sizes"] == c["encoder_hidden_sizes"] == (128, 128, 128) and c["gradient_steps"] == 500
+    assert paper.env == cpu.env and paper.seed == cpu.seed and asdict(paper.eval) == asdict(cpu.eval)
+    # 1.0M env steps: the initial collection on every training task plus 160 iterations of 5 tasks x 5 episodes
+    per_iteration = c["tasks_per_iteration"] * (c["prior_episodes"] + c["posterior_episodes"] + c["extra_posterior_episodes"]) * 200
+    assert c["num_train_tasks"] * c["initial_episodes"] * 200 + cpu.train.iterations * per_iteration == 1_000_000
