@@ -143,7 +143,7 @@ def _loss_and_grads(algo: RL2, batch):
         values = algo.value_fn.forward_sequence(batch.policy_inputs, batch.valid)
     adv, returns = trial_gae(batch.rewards, values, batch.valid, cfg.gamma, cfg.gae_lambda)
     cols = torch.arange(batch.num_columns)
-    dist, v = algo._evaluate(batch, cols)
+    dist, v = algo._evaluate(batch, cols, batch.valid)
     _, _, total, _ = ppo_loss(dist.log_prob(batch.actions), batch.log_probs, adv, dist.entropy(), v, returns,
                               batch.valid, cfg.clip_range, 0.01, cfg.value_coef)
     params = list(algo.policy.parameters()) + list(algo.value_fn.parameters())
@@ -425,3 +425,67 @@ def test_target_kl_stops_the_ppo_epochs_and_only_when_asked():
 def test_target_kl_bad_values_are_refused_in_one_line(overrides, message):
     with pytest.raises(Exception, match=message):
         load_config(str(EXPERIMENTS / "tabular_mdp_rl2.yaml"), overrides)
+
+
+def test_gru_states_fused_path_matches_the_stepped_cell_in_values_and_gradients():
+    """valid=None (no padded step) goes through torch's multi-step GRU; it must be the cell's recursion (to
+    rounding), forward and backward. A padded sequence still freezes the state on its padded rows."""
+    from metarl.common.policies import gru_states
+
+    torch.manual_seed(0)
+    cell = torch.nn.GRUCell(7, 16)
+    T, B = 30, 4
+    inputs = torch.randn(T, B, 7, requires_grad=True)
+    state0 = torch.randn(B, 16)
+
+    def stepped(x, valid):
+        s, hs = state0, []
+        for t in range(T):
+            s = torch.where(valid[t].bool().unsqueeze(-1), cell(x[t], s), s)
+            hs.append(s)
+        return torch.stack(hs)
+
+    valid = torch.ones(T, B)
+    weights = torch.randn(T, B, 16)
+    fused = gru_states(cell, inputs, state0, None)
+    (g_fused,) = torch.autograd.grad((fused * weights).sum(), [inputs])
+    g_fused_w = torch.autograd.grad((gru_states(cell, inputs, state0, None) * weights).sum(), [cell.weight_hh])[0]
+    ref = gru_states(cell, inputs, state0, valid)  # an all-ones mask takes the stepped path
+    torch.testing.assert_close(ref, stepped(inputs, valid), rtol=0, atol=0)
+    (g_ref,) = torch.autograd.grad((ref * weights).sum(), [inputs])
+    g_ref_w = torch.autograd.grad((stepped(inputs, valid) * weights).sum(), [cell.weight_hh])[0]
+    torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g_fused, g_ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(g_fused_w, g_ref_w, rtol=1e-4, atol=1e-5)
+
+    padded = valid.clone()
+    padded[10:15, 1] = 0  # column 1 pads five rows: its state must stay at row 9's
+    out = gru_states(cell, inputs, state0, padded)
+    assert torch.equal(out[10:15, 1], out[9, 1].expand(5, 16))  # a copy by construction (torch.where)
+    torch.testing.assert_close(out, stepped(inputs, padded), rtol=0, atol=0)
+    assert not torch.allclose(out[9:15, 1], fused[9:15, 1])
+
+
+def test_update_on_unpadded_trials_takes_the_fused_gru_and_matches_the_stepped_one(monkeypatch):
+    """Tabular MDP trials never end early: the iteration passes valid=None to the recurrences, and its
+    log-probabilities and values equal the stepped path's to rounding."""
+    import metarl.algos.rl2.rl2 as rl2_module
+    from metarl.experiment import build_experiment, load_config
+
+    exp = build_experiment(load_config("experiments/tabular_mdp_rl2.yaml", ["rl2.trials_per_iteration=4"]))
+    algo = exp.algo
+    batch = algo.collect(algo.collector.sample_tasks(4, np.random.default_rng(0)))
+    assert bool(batch.valid.all())
+    cols = torch.arange(batch.num_columns)
+    with torch.no_grad():
+        dist_f, v_f = algo._evaluate(batch, cols, None)
+        dist_s, v_s = algo._evaluate(batch, cols, batch.valid)
+    torch.testing.assert_close(dist_f.log_prob(batch.actions), dist_s.log_prob(batch.actions), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(v_f, v_s, rtol=1e-5, atol=1e-5)
+
+    seen = []
+    real = rl2_module.gru_states
+    monkeypatch.setattr(rl2_module, "gru_states", lambda cell, x, s, valid: seen.append(valid is None) or real(cell, x, s, valid))
+    algo.train_iteration(np.random.default_rng(1))
+    exp.collector.close()
+    assert seen and all(seen)

@@ -216,6 +216,28 @@ def expand_params(params: Params, num_tasks: int) -> Params:
     return {k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in params.items()}
 
 
+def gru_states(cell: nn.GRUCell, inputs: torch.Tensor, state: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """The states [T, B, H] of ``cell`` run over ``inputs`` [T, B, D] from ``state`` [B, H], each state frozen
+    on the steps where ``valid`` [T, B] is 0 (padded rows after an early episode end).
+
+    ``valid=None`` says that no step is padded (the cheetahs, Meta-World: every episode runs its whole
+    horizon). Then torch's multi-step GRU computes the same recursion with the cell's own weights in one
+    call: no Python loop over steps, about 1.2-1.6x faster forward and backward at RL²'s sizes, the same
+    arithmetic to rounding. Otherwise the cell steps one row at a time. The caller decides, so that no
+    host read of ``valid`` happens here (RL² checks its batch once per iteration).
+    """
+    if valid is None:
+        params = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh]
+        out, _ = torch.gru(inputs, state.unsqueeze(0), params, True, 1, 0.0, cell.training, False, False)
+        return out
+    hs = []
+    for t in range(inputs.shape[0]):
+        h_new = cell(inputs[t], state)
+        state = torch.where(valid[t].bool().unsqueeze(-1), h_new, state)
+        hs.append(state)
+    return torch.stack(hs)
+
+
 class RecurrentPolicy(Policy):
     """GRU policy for RL²: fed (observation, previous action, previous reward, done flag).
 
@@ -261,14 +283,10 @@ class RecurrentPolicy(Policy):
         h = self.cell(inputs, state)
         return self._out(h), h
 
-    def forward_sequence(self, inputs: torch.Tensor, state: torch.Tensor, valid: torch.Tensor):
-        """Outputs for a whole trial [T, B, ...]; the state is frozen on invalid (padded) steps."""
-        hs = []
-        for t in range(inputs.shape[0]):
-            h_new = self.cell(inputs[t], state)
-            state = torch.where(valid[t].bool().unsqueeze(-1), h_new, state)
-            hs.append(state)
-        return self._out(torch.stack(hs))
+    def forward_sequence(self, inputs: torch.Tensor, state: torch.Tensor, valid: torch.Tensor | None):
+        """Outputs for a whole trial [T, B, ...]; the state is frozen on invalid (padded) steps.
+        ``valid=None``: no step is padded (see :func:`gru_states`)."""
+        return self._out(gru_states(self.cell, inputs, state, valid))
 
     def distribution(self, out):
         return Categorical(out) if self.discrete else DiagGaussian(*out)

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from metarl.sampling.collector import Collector, EpisodeBatch
+from metarl.common.policies import gru_states
 from metarl.common.returns import normalize
 
 __all__ = ["RL2", "RecurrentValueFunction", "trial_gae", "masked_mean", "ppo_loss"]
@@ -66,21 +67,16 @@ class RecurrentValueFunction(nn.Module):
         self.register_buffer("return_std", torch.ones(()))
         self.register_buffer("stats_initialized", torch.zeros((), dtype=torch.bool))
 
-    def normalized_sequence(self, inputs: Tensor, valid: Tensor) -> Tensor:
+    def normalized_sequence(self, inputs: Tensor, valid: Tensor | None) -> Tensor:
         """Normalised values [T, B] for inputs [T, B, D]; the state starts at zero and is frozen on
-        padded steps."""
-        T = inputs.shape[0]
-        state = inputs.new_zeros(inputs.shape[1], self.hidden_size)
+        padded steps (``valid=None``: none is padded, see :func:`gru_states`)."""
+        T, B = inputs.shape[:2]
+        state = inputs.new_zeros(B, self.hidden_size)
         position = torch.arange(T, dtype=inputs.dtype, device=inputs.device) / T
-        hs = []
-        for t in range(T):
-            x = torch.cat([inputs[t], position[t].expand(inputs.shape[1], 1)], -1)
-            h_new = self.cell(x, state)
-            state = torch.where(valid[t].bool().unsqueeze(-1), h_new, state)
-            hs.append(state)
-        return self.head(torch.stack(hs)).squeeze(-1)
+        x = torch.cat([inputs, position.view(T, 1, 1).expand(T, B, 1)], -1)
+        return self.head(gru_states(self.cell, x, state, valid)).squeeze(-1)
 
-    def forward_sequence(self, inputs: Tensor, valid: Tensor) -> Tensor:
+    def forward_sequence(self, inputs: Tensor, valid: Tensor | None) -> Tensor:
         """Values [T, B] in return units."""
         return self.normalized_sequence(inputs, valid) * self.return_std + self.return_mean
 
@@ -222,8 +218,11 @@ class RL2:
         stats = trial_return_stats(batch)
         stats["env_steps"] = float(batch.num_steps)
         b = batch.to(self.device)
+        # The recurrences get valid=None when no trial has a padded row (one host read per iteration):
+        # torch's multi-step GRU then replaces the Python step loop (gru_states).
+        seq_valid = None if bool(batch.valid.all()) else b.valid
         with torch.no_grad():
-            values = self.value_fn.forward_sequence(b.policy_inputs, b.valid)
+            values = self.value_fn.forward_sequence(b.policy_inputs, seq_valid)
         adv, returns = trial_gae(b.rewards, values, b.valid, cfg.gamma, cfg.gae_lambda)
         # One normalisation over the whole batch (not per minibatch): the same scale in every update.
         adv = normalize(adv, b.valid)
@@ -232,9 +231,9 @@ class RL2:
         stats["value/return_mean"] = float(self.value_fn.return_mean)
         stats["value/return_std"] = float(self.value_fn.return_std)
         if cfg.optimizer == "ppo":
-            stats.update(self._ppo(b, adv, returns, rng))
+            stats.update(self._ppo(b, adv, returns, rng, seq_valid))
         else:
-            stats.update(self._trpo(b, adv, returns, rng))
+            stats.update(self._trpo(b, adv, returns, rng, seq_valid))
         # wall-clock phases, as MAML logs them: training time is read from progress.csv
         stats["time/sampling_s"] = t1 - t0
         stats["time/update_s"] = time.perf_counter() - t1
@@ -244,16 +243,17 @@ class RL2:
         for part in np.array_split(rng.permutation(num_columns), self.cfg.minibatches):
             yield torch.as_tensor(part, dtype=torch.long, device=self.device)
 
-    def _evaluate(self, b: EpisodeBatch, cols: Tensor):
+    def _evaluate(self, b: EpisodeBatch, cols: Tensor, seq_valid: Tensor | None):
         """(distribution, normalised values) of the current networks on columns ``cols``, from the zero state."""
-        inputs, valid = b.policy_inputs[:, cols], b.valid[:, cols]
+        inputs, valid = b.policy_inputs[:, cols], None if seq_valid is None else seq_valid[:, cols]
         out = self.policy.forward_sequence(inputs, self.policy.initial_state(len(cols)).to(inputs), valid)
         return self.policy.distribution(out), self.value_fn.normalized_sequence(inputs, valid)
 
     def _clip(self, params) -> Tensor:
         return nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
 
-    def _ppo(self, b: EpisodeBatch, adv: Tensor, returns: Tensor, rng: np.random.Generator) -> dict[str, float]:
+    def _ppo(self, b: EpisodeBatch, adv: Tensor, returns: Tensor, rng: np.random.Generator,
+             seq_valid: Tensor | None) -> dict[str, float]:
         cfg = self.cfg
         self.policy.train()
         sums: dict[str, Tensor] = {}  # summed on the device (float64): one host read per update, not per minibatch
@@ -264,7 +264,7 @@ class RL2:
             if kl_reached:
                 break
             for cols in self._minibatches(b.num_columns, rng):
-                dist, values = self._evaluate(b, cols)
+                dist, values = self._evaluate(b, cols, seq_valid)
                 actions = b.actions[:, cols]
                 policy_loss, value_loss, total, st = ppo_loss(
                     dist.log_prob(actions), b.log_probs[:, cols], adv[:, cols], dist.entropy(), values,
@@ -293,14 +293,15 @@ class RL2:
             out["ppo/steps"] = float(n)
         return out
 
-    def _trpo(self, b: EpisodeBatch, adv: Tensor, returns: Tensor, rng: np.random.Generator) -> dict[str, float]:
+    def _trpo(self, b: EpisodeBatch, adv: Tensor, returns: Tensor, rng: np.random.Generator,
+              seq_valid: Tensor | None) -> dict[str, float]:
         from metarl.common.trpo import trpo_step
 
         cfg = self.cfg
         inputs, valid = b.policy_inputs, b.valid
         with torch.no_grad():
             old = self.policy.distribution(
-                self.policy.forward_sequence(inputs, self.policy.initial_state(b.num_columns).to(inputs), valid)
+                self.policy.forward_sequence(inputs, self.policy.initial_state(b.num_columns).to(inputs), seq_valid)
             ).detach()
         params = [p for p in self.policy.parameters() if p.requires_grad]
         cache: dict = {}
@@ -310,7 +311,7 @@ class RL2:
             key = tuple(p._version for p in params)
             if cache.get("key") != key:
                 dist = self.policy.distribution(
-                    self.policy.forward_sequence(inputs, self.policy.initial_state(b.num_columns).to(inputs), valid)
+                    self.policy.forward_sequence(inputs, self.policy.initial_state(b.num_columns).to(inputs), seq_valid)
                 )
                 ratio = torch.exp(dist.log_prob(b.actions) - b.log_probs)
                 loss = -masked_mean(ratio * adv, valid) - cfg.entropy_coef * masked_mean(dist.entropy(), valid)
@@ -328,7 +329,7 @@ class RL2:
             if kl_reached:
                 break
             for cols in self._minibatches(b.num_columns, rng):
-                values = self.value_fn.normalized_sequence(inputs[:, cols], valid[:, cols])
+                values = self.value_fn.normalized_sequence(inputs[:, cols], None if seq_valid is None else seq_valid[:, cols])
                 value_loss = masked_mean((values - targets[:, cols]).pow(2), valid[:, cols])
                 self.optimizer.zero_grad()
                 (cfg.value_coef * value_loss).backward()
