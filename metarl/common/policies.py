@@ -220,8 +220,7 @@ def gru_states(cell: nn.GRUCell, inputs: torch.Tensor, state: torch.Tensor, vali
     """The states [T, B, H] of ``cell`` run over ``inputs`` [T, B, D] from ``state`` [B, H], each state frozen
     on the steps where ``valid`` [T, B] is 0 (padded rows after an early episode end).
 
-    ``valid=None`` says that no step is padded (the cheetahs, Meta-World: every episode runs its whole
-    horizon). Then torch's multi-step GRU computes the same recursion with the cell's own weights in one
+    ``valid=None`` says that no step is padded (e.g. the cheetahs: every episode runs its whole horizon). Then torch's multi-step GRU computes the same recursion with the cell's own weights in one
     call: no Python loop over steps, about 1.2-1.6x faster forward and backward at RL²'s sizes, the same
     arithmetic to rounding. Otherwise the cell steps one row at a time. The caller decides, so that no
     host read of ``valid`` happens here (RL² checks its batch once per iteration).
