@@ -7,7 +7,7 @@ same result whatever the shape, so a test that silently assumes so (a Ray share 
 batch, ``policy(batch.obs)`` against the collector's per-step calls) passes here and fails there.
 
 :func:`install` makes this machine behave like such a CPU: every ``nn.Linear`` (``F.linear``),
-``torch.baddbmm`` (the per-task MLP forward of metarl/common/policies.py) and ``nn.GRUCell`` output is
+``torch.baddbmm`` (the per-task MLP forward of metarl/common/policies.py), ``nn.GRUCell`` and ``torch.gru`` output is
 multiplied, element by element, by 1 - eps, 1 or 1 + eps (eps: the dtype's
 machine epsilon, so a change of about one ulp), in a pattern drawn from the *physical* shape of the
 call: the input's shape, vmap's batch dimensions included. The same shape gives the same pattern (same
@@ -59,7 +59,8 @@ def _perturb(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def install() -> None:
-    """Patch ``F.linear``, ``torch.baddbmm`` and ``nn.GRUCell.forward`` in this process (idempotent)."""
+    """Patch ``F.linear``, ``torch.baddbmm``, ``nn.GRUCell.forward`` and ``torch.gru`` (the multi-step GRU of
+    RL²'s unpadded replays) in this process (idempotent)."""
     global _installed
     if _installed:
         return
@@ -68,6 +69,7 @@ def install() -> None:
     real_linear = functional.linear
     real_gru_forward = torch.nn.GRUCell.forward
     real_baddbmm = torch.baddbmm
+    real_gru = torch.gru
 
     def linear(input, weight, bias=None):
         return _perturb(input, real_linear(input, weight, bias))
@@ -78,7 +80,12 @@ def install() -> None:
     def baddbmm(input, batch1, batch2, **kwargs):
         return _perturb(batch1, real_baddbmm(input, batch1, batch2, **kwargs))
 
+    def gru(input, hx, *args, **kwargs):
+        out, h_n = real_gru(input, hx, *args, **kwargs)
+        return _perturb(input, out), h_n
+
     functional.linear = linear
+    torch.gru = gru
     torch.baddbmm = baddbmm
     torch.nn.GRUCell.forward = gru_forward
 

@@ -324,12 +324,10 @@ class RL2:
         # The value function: Adam epochs over minibatches of whole trials, as in the PPO path.
         vsum, n = 0.0, 0
         targets = self.value_fn.normalize_targets(returns)
-        kl_reached = False
         for _ in range(cfg.ppo_epochs):
-            if kl_reached:
-                break
             for cols in self._minibatches(b.num_columns, rng):
-                values = self.value_fn.normalized_sequence(inputs[:, cols], None if seq_valid is None else seq_valid[:, cols])
+                seq_cols = None if seq_valid is None else seq_valid[:, cols]
+                values = self.value_fn.normalized_sequence(inputs[:, cols], seq_cols)
                 value_loss = masked_mean((values - targets[:, cols]).pow(2), valid[:, cols])
                 self.optimizer.zero_grad()
                 (cfg.value_coef * value_loss).backward()
