@@ -175,7 +175,7 @@ def cmd_gap(args) -> int:
     for name, means in res["means"].items():
         print(step_line(name, "mean", means, digits=3))
     for key, what in (("gap_closed", f"{args.low}_k"), ("gap_closed_vs_low_step0", f"{args.low}_0")):
-        print(step_line(args.method, f"{what}->{args.high} gap closed", res[key], digits=2))
+        print(step_line(res["method"], f"{what}->{args.high} gap closed", res[key], digits=2))
     return 0
 
 
@@ -267,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("method_src", metavar="METHOD", help="run dir, eval dir or adaptation.csv holding the method's curve")
     p.add_argument("--low", dest="low_src", required=True, metavar="SRC", help="the same for the low end (the pretrained policy)")
     p.add_argument("--high", dest="high_src", required=True, metavar="SRC", help="the same for the high end (the oracle)")
-    p.add_argument("--method-name", dest="method", default="maml", help="curve to take from METHOD (default maml)")
+    p.add_argument("--method-name", dest="method", default=None,
+                   help="curve to take from METHOD (default its first: the evaluated run's, e.g. maml, promp, rl2)")
     p.add_argument("--low-name", dest="low", default="pretrain", help="curve to take from --low (default pretrain)")
     p.add_argument("--high-name", dest="high", default="oracle", help="curve to take from --high (default oracle)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")

@@ -119,6 +119,17 @@ def test_gap_from_separate_evaluations(tmp_path, capsys):
     # (m_k - p_k) / (o - p_k): 5/60, 35/50, 40/40;  (m_k - p_0) / (o - p_0): 5/60, 45/60, 60/60
     assert res["gap_closed"] == [pytest.approx(5 / 60), pytest.approx(0.7), pytest.approx(1.0)]
     assert res["gap_closed_vs_low_step0"] == [pytest.approx(5 / 60), pytest.approx(0.75), pytest.approx(1.0)]
+    assert res["method"] == "maml"  # no --method-name: the METHOD source's first curve
+    # another method's evaluation (its own curve first, then the random initialisation's) needs no --method-name
+    write_results(tmp_path / "q", {"promp": np.array([[-100.0, -90.0], [-70.0, -70.0], [-50.0, -50.0]]),
+                                   "random": np.full((3, 2), -300.0)}, "return", "t")
+    assert main(["gap", str(tmp_path / "q"), "--low", str(tmp_path / "p"), "--high", str(tmp_path / "o")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["promp", "mean", "by", "step", "0:", "-95.000", "1:", "-70.000", "2:", "-50.000"]
+    # (q_k - p_k) / (o - p_k): 5/60, 20/50, 30/40
+    assert lines[-2].split()[:2] == ["promp", "pretrain_k->oracle"] and lines[-2].split()[-5:] == ["0.08", "1:", "0.40", "2:", "0.75"]
+    assert main(["gap", str(tmp_path / "q"), "--low", str(tmp_path / "p"), "--high", str(tmp_path / "o"), "--method-name", "random", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["means"]["random"] == [-300.0] * 3  # an explicit name still picks
     # a curve the CSV does not hold: one line naming it and what is there
     assert main(["gap", str(tmp_path / "m"), "--low", str(tmp_path / "m"), "--high", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err

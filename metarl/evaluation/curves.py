@@ -99,18 +99,26 @@ def gap_closed(
     }
 
 
-def gap_from_csvs(method_csv, low_csv, high_csv, method: str = "maml", low: str = "pretrain", high: str = "oracle") -> dict:
+def gap_from_csvs(method_csv, low_csv, high_csv, method: str | None = None, low: str = "pretrain",
+                  high: str = "oracle") -> dict:
     """Gap fractions from the ``mean`` columns of adaptation CSVs written by separate evaluations
     (e.g. each method at the test-time step size chosen for it on validation tasks).
 
     Each source is a run directory, an eval directory or an adaptation.csv; ``method``, ``low`` and
-    ``high`` name the curve to take from each. Curves evaluated for different numbers of steps are
-    compared over the steps all of them hold; a one-step ``high`` curve applies to every step.
-    Returns the means and both fractions (``low`` fine-tuned the same k steps, and ``low`` not
-    fine-tuned)."""
-    from metarl.evaluation.plots import adaptation_means, check_same_actions
+    ``high`` name the curve to take from each. ``method`` None takes the first curve of its CSV:
+    `metarl evaluate` writes the evaluated run's first (maml, promp, rl2, ...). Curves evaluated for
+    different numbers of steps are compared over the steps all of them hold; a one-step ``high`` curve
+    applies to every step. Returns the method's name, the means and both fractions (``low`` fine-tuned
+    the same k steps, and ``low`` not fine-tuned)."""
+    from metarl.evaluation.plots import (
+        PlotError, adaptation_csv_path, adaptation_means, check_same_actions, read_adaptation_csv,
+    )
 
     check_same_actions([method_csv, low_csv, high_csv])
+    if method is None:
+        method = next(iter(read_adaptation_csv(adaptation_csv_path(Path(method_csv)))), None)
+        if method is None:
+            raise PlotError(f"{method_csv}: its adaptation.csv holds no curve")
     m = adaptation_means(method_csv, method)
     lo = adaptation_means(low_csv, low)
     hi = adaptation_means(high_csv, high)
@@ -120,6 +128,7 @@ def gap_from_csvs(method_csv, low_csv, high_csv, method: str = "maml", low: str 
         hi = hi[:steps]
     m, lo = m[:steps], lo[:steps]
     return {
+        "method": method,
         "means": {method: m, low: lo, high: hi},
         "gap_closed": gap_fractions(m, lo, hi),
         "gap_closed_vs_low_step0": gap_fractions(m, lo, hi, low_step=0),
