@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from metarl.evaluation.curves import write_results
+
 SCRIPT = Path(__file__).resolve().parents[1] / "results" / "families_cheetah" / "compare.py"
 
 
@@ -41,13 +43,8 @@ def _progress(d: Path, cols: dict[str, list], steps: list[float]) -> None:
 
 
 def _eval(d: Path, method: str, means: list[float]) -> None:
-    d.mkdir(parents=True)
-    with open(d / "adaptation.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["method", "step", "mean"])
-        for k, v in enumerate(means):
-            w.writerow([method, k, v])
-            w.writerow(["random", k, -500.0])  # the evaluation's random-init row is not a method's figure
+    # one value per task: the per-step mean is that value; the random initialisation's curve comes after the run's
+    write_results(d, {method: np.array([[m] for m in means]), "random": np.full((len(means), 1), -500.0)}, "return", "t")
 
 
 def test_summary_gives_the_env_steps_pearl_needs_and_the_ratio(tmp_path):

@@ -20,31 +20,28 @@ with the ratio of that method's training env steps to it.
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
 
+from metarl.evaluation.plots import adaptation_csv_path, read_adaptation_csv, read_progress
+
 
 def column(run: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(env steps, values) of the progress.csv rows where ``name`` is filled."""
-    with open(run / "progress.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get(name) not in (None, "")]
-    if not rows:
+    cols = read_progress(run)
+    values = cols.get(name)
+    if values is None or np.isnan(values).all():
         raise SystemExit(f"{run}/progress.csv: no column {name!r} with values")
-    return np.array([float(r["env_steps_total"]) for r in rows]), np.array([float(r[name]) for r in rows])
+    filled = ~np.isnan(values)
+    return cols["env_steps_total"][filled], values[filled]
 
 
 def final(eval_dir: Path, step: int | None) -> float:
-    """Mean test return of an evaluation's adaptation.csv at ``step`` (None: its last step)."""
-    with open(eval_dir / "adaptation.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    steps = sorted({int(r["step"]) for r in rows})
-    k = steps[-1] if step is None else step
-    means = [float(r["mean"]) for r in rows if int(r["step"]) == k and r["method"] != "random"]
-    if len(means) != 1:
-        raise SystemExit(f"{eval_dir}/adaptation.csv: expected one method at step {k}, found {len(means)}")
-    return means[0]
+    """Mean test return of an evaluation's own curve (its first: the evaluated run's) at ``step`` (None: its last)."""
+    curves = read_adaptation_csv(adaptation_csv_path(eval_dir))
+    rows = next(iter(curves.values()))
+    return float(rows[-1 if step is None else step]["mean"])
 
 
 def smooth(y: np.ndarray, n: int) -> np.ndarray:
