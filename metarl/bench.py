@@ -145,7 +145,10 @@ def _parallel_single_env_rate(env_id: str, horizon: int, env_kwargs: dict, proce
         proc.join()
     failed = [r for r in rates if isinstance(r, str)]
     if failed:
-        raise RuntimeError(f"a parallel single-env loop failed: {failed[0]}")
+        # A loop that fails aborts the barrier, so others may report BrokenBarrierError first, even loops
+        # already released (abort can land before they wake): name the error that started it.
+        root = [r for r in failed if not r.startswith("BrokenBarrierError")] or failed
+        raise RuntimeError(f"a parallel single-env loop failed: {root[0]}")
     return float(sum(rates))
 
 

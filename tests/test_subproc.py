@@ -102,8 +102,23 @@ def test_parallel_single_env_loops_each_count_their_steps(monkeypatch, tmp_path)
         raise ValueError("cannot build env")
     marker = str(tmp_path / "first")
     monkeypatch.setattr(bench, "_single_env_rate", one_fails_to_build)
-    with pytest.raises(RuntimeError, match="a parallel single-env loop failed: (ValueError: cannot build env|BrokenBarrierError)"):
+    with pytest.raises(RuntimeError, match="a parallel single-env loop failed: ValueError: cannot build env"):
         bench._parallel_single_env_rate(NAV, 100, {}, 3)
+
+    # a loop hit by the abort reports BrokenBarrierError before the loop that failed: the root error is named
+    def broken_after_abort(env_id, horizon, kw, barrier=None):
+        import threading
+        import time
+        try:
+            os.close(os.open(marker2, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            time.sleep(0.5)
+            raise ValueError("the root error")
+        raise threading.BrokenBarrierError
+    marker2 = str(tmp_path / "second")
+    monkeypatch.setattr(bench, "_single_env_rate", broken_after_abort)
+    with pytest.raises(RuntimeError, match="a parallel single-env loop failed: ValueError: the root error"):
+        bench._parallel_single_env_rate(NAV, 100, {}, 2)
 
 
 def test_rng_state_moves_between_local_and_subproc():
