@@ -11,8 +11,9 @@ Install: ``pip install -e ".[metaworld]"`` (metaworld 3.1 pins ``mujoco==3.3.0``
 The positions are metaworld's own ``Benchmark`` objects (``metaworld.ML1(env_name, seed)``,
 ``ML10(seed)``, ``ML45(seed)``) built with ``benchmark_seed`` (default 0), so a seed names one fixed set.
 ``sample_tasks(n, rng)`` draws n training tasks independently and uniformly from the benchmark's
-training tasks (so a class is uniform too); ``sample_test_tasks(n, rng)`` draws from its held-out
-tasks, which is what ``metarl evaluate`` and the periodic meta-test use. Validation tasks for
+training tasks (so a class is uniform too); ``sample_test_tasks(n, rng)`` takes its held-out tasks
+evenly, every position once before any twice and the classes in turn (``n = 50`` on ML1: each held-out
+goal exactly once), which is what ``metarl evaluate`` and the periodic meta-test use. Validation tasks for
 ``metarl tune`` come from the training tasks (metaworld has no validation split).
 
 Observation: metaworld's 39 floats (hand, gripper, two objects, previous frame; the goal entries are
@@ -161,8 +162,24 @@ class MetaWorldEnv(TaskEnv):
         return self._sample(n, rng, "train")
 
     def sample_test_tasks(self, n: int, rng: np.random.Generator) -> list[MetaWorldTask]:
-        """n held-out tasks, each uniform over the benchmark's test tasks."""
-        return self._sample(n, rng, "test")
+        """n held-out tasks, spread evenly: the classes take turns (ML10/ML45: n // 5 or one more each), and a
+        class gives each of its positions once, in an order drawn from ``rng``, before any a second time. So
+        ``n = 50`` on ML1 scores every held-out goal exactly once (independent draws would leave about a
+        third of them out and count others twice, as the benchmark's protocol does not)."""
+        check_sample_tasks_args(n, rng)
+        tasks = self._tasks("test")
+        by_class: dict[str, list[int]] = {}
+        for i, task in enumerate(tasks):
+            by_class.setdefault(task.env_name, []).append(i)
+        classes = sorted(by_class)
+        left: dict[str, list[int]] = {name: [] for name in classes}
+        picks = []
+        for k in range(int(n)):
+            name = classes[k % len(classes)]
+            if not left[name]:  # a new round over the class's positions
+                left[name] = [int(i) for i in rng.permutation(by_class[name])]
+            picks.append(left[name].pop())
+        return [MetaWorldTask(tasks[i].env_name, "test", i, tasks[i].data) for i in picks]
 
     @staticmethod
     def task_group(task: MetaWorldTask) -> str:

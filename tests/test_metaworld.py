@@ -100,6 +100,27 @@ def test_reward_versions_differ_and_horizon_is_capped():
 
 
 @needs_metaworld
+def test_held_out_tasks_are_spread_evenly():
+    """Evaluation scores every held-out position once before any twice, and ML10's classes in turn."""
+    from collections import Counter
+
+    env = gym.make(ML1).unwrapped
+    test = env.sample_test_tasks(50, np.random.default_rng(3))
+    assert sorted(t.index for t in test) == list(range(50))  # each held-out goal exactly once
+    counts = Counter(t.index for t in env.sample_test_tasks(120, np.random.default_rng(3)))
+    assert len(counts) == 50 and set(counts.values()) == {2, 3}  # two full rounds, then 20 of a third
+    again = env.sample_test_tasks(50, np.random.default_rng(3))
+    assert [t.index for t in again] == [t.index for t in test]  # a function of the generator only
+    assert [t.index for t in env.sample_test_tasks(50, np.random.default_rng(4))] != [t.index for t in test]
+
+    env = gym.make(ML10).unwrapped
+    test = env.sample_test_tasks(42, np.random.default_rng(0))
+    per_class = Counter(t.env_name for t in test)
+    assert len(per_class) == 5 and sorted(per_class.values()) == [8, 8, 8, 9, 9]
+    assert len({(t.env_name, t.index) for t in test}) == 42  # no position twice within a round
+
+
+@needs_metaworld
 def test_ml10_switches_classes_and_holds_out_five():
     import metaworld.env_dict as ed
 
