@@ -3,7 +3,8 @@
 * ``collect``: env-steps/s of the Collector (policy in the loop, all columns in parallel) against one
   Gymnasium env stepped in a Python loop (``ratio_vs_single_env``; the target for Meta-World with
   ``--backend subproc`` on 2 cores is 1.7; with subproc also against W single-env loops run at once in W
-  processes, ``fraction_of_parallel_limit``), and for natively batched MuJoCo envs against the open-loop
+  processes, ``fraction_of_parallel_limit``; for Meta-World also against one env running metaworld's own
+  per-step code, ``ratio_vs_metaworld_own_single_env``), and for natively batched MuJoCo envs against the open-loop
   ``mujoco.rollout`` limit for the same model, batch size and thread count (``ratio``).
 * ``maml``: seconds per meta-iteration of a config (MAML, ProMP or pretraining), split into sampling / inner
   adaptation / outer update; with ``--compare`` a second config timed alternately in the same run and the ratio.
@@ -65,6 +66,13 @@ def bench_collect(env_id: str = "metarl/HalfCheetahVel-v0", num_tasks: int = 40,
     # best of `repeats` like the collector's own figure, so both sides of the ratio get the same luck
     single = max(_single_env_rate(env_id, collector.horizon, env_kwargs or {}) for _ in range(repeats))
     out.update(gymnasium_single_env_steps_per_s=single, ratio_vs_single_env=out["collector_steps_per_s"] / single)
+    if env_id.startswith("metarl/MetaWorld"):
+        # The same loop with metaworld's own per-step code instead of our fast paths (envs/metaworld_fast.py):
+        # what a user stepping metaworld's env gets, so this ratio counts both the cores and the fast paths.
+        own = max(_single_env_rate(env_id, collector.horizon, env_kwargs or {}, metaworld_own_code=True)
+                  for _ in range(repeats))
+        out.update(metaworld_own_code_single_env_steps_per_s=own,
+                   ratio_vs_metaworld_own_single_env=out["collector_steps_per_s"] / own)
     if backend == "subproc":
         # What the cores give when each steps one env on its own: W single-env loops started together in W
         # processes. Measured, not assumed to be W x the single-env rate: shared caches, memory bandwidth,
@@ -107,24 +115,34 @@ def _open_loop_limit(venv, horizon: int, repeats: int) -> float:
     return B * horizon / best
 
 
-def _single_env_rate(env_id: str, horizon: int, env_kwargs: dict, steps: int = 4000, barrier=None) -> float:
+def _single_env_rate(env_id: str, horizon: int, env_kwargs: dict, steps: int = 4000, barrier=None,
+                     metaworld_own_code: bool = False) -> float:
     """env-steps/s of one Gymnasium environment stepped in a Python loop (random actions, no policy),
     on one task, reset every ``horizon`` steps as the collector resets (resets counted in the time).
-    ``barrier``: waited on just before the timed loop (parallel loops start together)."""
+    ``barrier``: waited on just before the timed loop (parallel loops start together).
+    ``metaworld_own_code``: a Meta-World env runs metaworld's own per-step code, not our fast paths."""
     import gymnasium as gym
 
     env = gym.make(env_id, disable_env_checker=True, max_episode_steps=None, **env_kwargs).unwrapped
-    env.set_task(env.sample_tasks(1, np.random.default_rng(0))[0])
-    env.action_space.seed(0)
-    actions = [env.action_space.sample() for _ in range(steps)]
-    if barrier is not None:
-        barrier.wait()
-    t = time.perf_counter()
-    for i, a in enumerate(actions):
-        if i % horizon == 0:
-            env.reset(seed=i)
-        env.step(a)
-    rate = steps / (time.perf_counter() - t)
+    if metaworld_own_code:
+        from metarl.envs.metaworld_fast import use_fast_paths
+
+        use_fast_paths(False)  # after building the env, which installs them
+    try:
+        env.set_task(env.sample_tasks(1, np.random.default_rng(0))[0])
+        env.action_space.seed(0)
+        actions = [env.action_space.sample() for _ in range(steps)]
+        if barrier is not None:
+            barrier.wait()
+        t = time.perf_counter()
+        for i, a in enumerate(actions):
+            if i % horizon == 0:
+                env.reset(seed=i)
+            env.step(a)
+        rate = steps / (time.perf_counter() - t)
+    finally:
+        if metaworld_own_code:
+            use_fast_paths(True)
     env.close()
     return rate
 

@@ -228,6 +228,12 @@ def test_bench_collect_on_an_ml1_id(capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["env"] == ML1 and result["horizon"] == 500 and result["workers"] == 2
     assert result["gymnasium_single_env_steps_per_s"] > 0 and result["ratio_vs_single_env"] > 0
+    own = result["metaworld_own_code_single_env_steps_per_s"]  # metaworld's own per-step code, timed too
+    assert own > 0 and result["ratio_vs_metaworld_own_single_env"] == pytest.approx(result["collector_steps_per_s"] / own)
+    from metaworld.sawyer_xyz_env import SawyerXYZEnv
+
+    from metarl.envs import metaworld_fast
+    assert SawyerXYZEnv.touching_object is metaworld_fast.touching_object  # the fast paths are back on afterwards
 
 
 @needs_metaworld
