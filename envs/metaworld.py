@@ -58,10 +58,16 @@ def import_metaworld():
         import metaworld
     except ImportError:
         raise ModuleNotFoundError(f"Meta-World needs the metaworld package: {PIP_COMMAND}") from None
-    from metarl.envs.metaworld_fast import use_fast_paths
+    global _fast_paths_installed
+    if not _fast_paths_installed:  # once: use_fast_paths(False) then stays in force (benchmarks, tests)
+        from metarl.envs.metaworld_fast import use_fast_paths
 
-    use_fast_paths()  # metaworld's own results, faster (envs/metaworld_fast.py)
+        use_fast_paths()  # metaworld's own results, faster (envs/metaworld_fast.py)
+        _fast_paths_installed = True
     return metaworld
+
+
+_fast_paths_installed = False
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,9 @@ def test_metaworld_episodes_are_unchanged_by_the_fast_paths(env_name):
             a = np.concatenate([np.clip(10 * to_object, -1, 1), [1.0 if t > 60 else -1.0]]) + rng.normal(0, 0.3, 4)
             o, r, _, _, info = env.step(np.clip(a, -1, 1).astype(np.float32))
             obs.append(o), rewards.append(r), infos.append(info)
+        # the code asked for was in force to the end (set_task and reset must not switch it)
+        assert (push_module.Rotation is Rotation) == own_code
+        assert (SawyerXYZEnv.touching_object is metaworld_fast.touching_object) != own_code
         return np.stack(obs), np.array(rewards), infos
 
     try:
