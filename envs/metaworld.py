@@ -52,6 +52,10 @@ OBS_DIM = 39
 POOL_SIZE = 32
 
 
+#: set by the first import_metaworld(): the fast paths are installed once, so use_fast_paths(False) lasts
+_fast_paths_installed = False
+
+
 def import_metaworld():
     """The metaworld module, or one line saying how to install it."""
     try:
@@ -59,15 +63,12 @@ def import_metaworld():
     except ImportError:
         raise ModuleNotFoundError(f"Meta-World needs the metaworld package: {PIP_COMMAND}") from None
     global _fast_paths_installed
-    if not _fast_paths_installed:  # once: use_fast_paths(False) then stays in force (benchmarks, tests)
+    if not _fast_paths_installed:
         from metarl.envs.metaworld_fast import use_fast_paths
 
         use_fast_paths()  # metaworld's own results, faster (envs/metaworld_fast.py)
         _fast_paths_installed = True
     return metaworld
-
-
-_fast_paths_installed = False
 
 
 @dataclass(frozen=True)
@@ -173,8 +174,8 @@ class MetaWorldEnv(TaskEnv):
     def sample_test_tasks(self, n: int, rng: np.random.Generator) -> list[MetaWorldTask]:
         """n held-out tasks, spread evenly: the classes take turns (ML10/ML45: n // 5 or one more each), and a
         class gives each of its positions once, in an order drawn from ``rng``, before any a second time. So
-        ``n = 50`` on ML1 scores every held-out goal exactly once (independent draws would leave about a
-        third of them out and count others twice, as the benchmark's protocol does not)."""
+        ``n = 50`` on ML1 scores every held-out goal exactly once; independent draws would leave about a third
+        of them out and score others twice."""
         check_sample_tasks_args(n, rng)
         tasks = self._tasks("test")
         by_class: dict[str, list[int]] = {}
