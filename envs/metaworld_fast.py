@@ -1,4 +1,4 @@
-"""Faster stand-ins for two pieces of metaworld's per-step Python, with the same results.
+"""Faster stand-ins for pieces of metaworld's per-step Python, with the same results.
 
 Profiled on ML1 collections, a metaworld step spends as much time in two Python helpers as in MuJoCo:
 
@@ -10,17 +10,21 @@ Profiled on ML1 collections, a metaworld step spends as much time in two Python 
   the same sums in the same order, the same normalisation, scalar last, not canonicalised. A matrix
   scipy would reject (determinant ≤ 0) or orthogonalise (Gram matrix off the identity by more than its
   tolerance, to the last bit of that test) goes to scipy itself.
+* **Observation assembly.** ``_get_curr_obs_combined_no_goal`` interleaves object positions and
+  quaternions with ``np.split`` and nested ``np.hstack`` calls on every step; :func:`curr_obs_combined_no_goal`
+  copies the same floats into their slots of one array.
 * **Gripper contact.** ``SawyerXYZEnv.touching_object``, called by every step's ``evaluate_state`` in the
   grasping tasks (push among them), walks ``data.contact`` twice in Python, one contact object at a
   time: 0.36 s of 1.07 in a push episode. :func:`touching_object` selects the same contacts with array
   masks and adds their constraint forces in the same order, so the same floats decide the same answer.
 
-:func:`use_fast_paths` installs both (metaworld's modules only ever call ``Rotation.from_matrix(m).as_quat()``,
-so the name ``Rotation`` in them is pointed at :class:`FastRotation`; ``touching_object`` is replaced on
-the base class); ``use_fast_paths(False)`` restores metaworld's own, for timing one against the other
+:func:`use_fast_paths` installs them (metaworld's modules only ever call ``Rotation.from_matrix(m).as_quat()``,
+so the name ``Rotation`` in them is pointed at :class:`FastRotation`; the two methods are replaced on the
+base class, which no env class overrides them in); ``use_fast_paths(False)`` restores metaworld's own, for timing one against the other
 (experiments/metaworld_fast_bench.py). :func:`metarl.envs.metaworld.import_metaworld` turns them on.
 tests/test_metaworld_fast.py checks 30,000 rotations across every case against scipy, and whole episodes
-of push-v3 and pick-place-v3 against metaworld's own code (observations, rewards, every info entry).
+of reach-v3, push-v3, pick-place-v3 and stick-pull-v3 (two objects) against metaworld's own code
+(observations, rewards, every info entry).
 """
 
 from __future__ import annotations
@@ -93,16 +97,47 @@ def touching_object(self, object_geom_id: int) -> bool:
     return 0 < pad_force("leftpad_geom") and 0 < pad_force("rightpad_geom")
 
 
+def curr_obs_combined_no_goal(self) -> np.ndarray:
+    """``SawyerXYZEnv._get_curr_obs_combined_no_goal``: hand position, gripper opening, then each object's
+    position and quaternion, zero-padded; the same array, filled by slicing instead of split and hstack."""
+    pos_hand = self.get_endeff_pos()
+    finger_right, finger_left = self.data.body("rightclaw"), self.data.body("leftclaw")
+    gripper_distance_apart = np.clip(np.linalg.norm(finger_right.xpos - finger_left.xpos) / 0.1, 0.0, 1.0)
+    obj_pos, obj_quat = self._get_pos_objects(), self._get_quat_objects()
+    n = len(obj_pos) // 3
+    if len(obj_pos) != 3 * n or len(obj_quat) != 4 * n or 7 * n > self._obs_obj_max_len:
+        return _originals["_get_curr_obs_combined_no_goal"](self)  # metaworld's own code asserts or raises
+    out = np.zeros(4 + self._obs_obj_max_len)
+    out[:3] = pos_hand
+    out[3] = gripper_distance_apart
+    objects = out[4 : 4 + 7 * n].reshape(n, 7)
+    objects[:, :3] = np.reshape(obj_pos, (n, 3))
+    objects[:, 3:] = np.reshape(obj_quat, (n, 4))
+    return out
+
+
 _originals: dict = {}
+#: SawyerXYZEnv methods replaced (no metaworld env class overrides them)
+_METHODS = {"touching_object": touching_object, "_get_curr_obs_combined_no_goal": curr_obs_combined_no_goal}
 
 
-def use_fast_paths(enabled: bool = True) -> int:
-    """Install (or remove) both stand-ins in the loaded metaworld modules. Returns how many modules'
+#: what use_fast_paths can leave out (experiments/metaworld_fast_bench.py --leave-out: each one's share)
+PIECES = ("Rotation", *_METHODS)
+
+
+def use_fast_paths(enabled: bool = True, leave_out: tuple[str, ...] = ()) -> int:
+    """Install (or remove) the stand-ins in the loaded metaworld modules, all but those named in
+    ``leave_out`` (from :data:`PIECES`), which get metaworld's own code. Returns how many modules'
     ``Rotation`` was switched."""
     from metaworld.sawyer_xyz_env import SawyerXYZEnv
 
-    _originals.setdefault("touching_object", SawyerXYZEnv.__dict__["touching_object"])
-    SawyerXYZEnv.touching_object = touching_object if enabled else _originals["touching_object"]
+    unknown = set(leave_out) - set(PIECES)
+    if unknown:
+        raise ValueError(f"leave_out must name pieces among {', '.join(PIECES)}, got {sorted(unknown)}")
+    for name, fast in _METHODS.items():
+        _originals.setdefault(name, SawyerXYZEnv.__dict__[name])
+        setattr(SawyerXYZEnv, name, fast if enabled and name not in leave_out else _originals[name])
+    enabled = enabled and "Rotation" not in leave_out
     new, old = (FastRotation, ScipyRotation) if enabled else (ScipyRotation, FastRotation)
     switched = 0
     for name, module in list(sys.modules.items()):

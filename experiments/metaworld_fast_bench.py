@@ -2,6 +2,7 @@
 alternated in one run (3 rounds each, medians): what the fast paths buy per env step.
 
     .venv-mw/bin/python experiments/metaworld_fast_bench.py [--env-names reach-v3 push-v3 pick-place-v3] [--steps 3000]
+        [--leave-out PIECE ...]   # the fast arm without those pieces (envs/metaworld_fast.py PIECES): their share
 
 Random actions in [-1, 1], a reset every 500 steps (the horizon), resets timed. BENCHMARKS.md has the figures.
 """
@@ -16,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 import metarl  # noqa: F401  (registers metarl/...)
-from metarl.envs.metaworld_fast import use_fast_paths
+from metarl.envs.metaworld_fast import PIECES, use_fast_paths
 
 
 def steps_per_s(env, actions: np.ndarray) -> float:
@@ -34,21 +35,27 @@ def main() -> None:
     parser.add_argument("--env-names", nargs="+", default=["reach-v3", "push-v3", "pick-place-v3"])
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--leave-out", nargs="*", default=[], choices=PIECES,
+                        help="also time a third arm: the fast paths without these pieces (their share)")
     args = parser.parse_args()
     actions = np.random.default_rng(0).uniform(-1, 1, (args.steps, 4)).astype(np.float32)
+    arms = {"metaworld": dict(enabled=False), "fast": dict(enabled=True)}
+    if args.leave_out:
+        arms["fast without " + "+".join(args.leave_out)] = dict(enabled=True, leave_out=tuple(args.leave_out))
     for name in args.env_names:
         env = gym.make("metarl/MetaWorldML1-v0", env_name=name).unwrapped
         env.set_task(env.sample_tasks(1, np.random.default_rng(0))[0])
-        rates: dict[str, list[float]] = {"metaworld": [], "fast": []}
+        rates: dict[str, list[float]] = {arm: [] for arm in arms}
         for _ in range(args.rounds):
-            for kind in ("metaworld", "fast"):
-                use_fast_paths(kind == "fast")
-                rates[kind].append(steps_per_s(env, actions))
+            for arm, setting in arms.items():
+                use_fast_paths(**setting)
+                rates[arm].append(steps_per_s(env, actions))
         use_fast_paths(True)
-        own, fast = statistics.median(rates["metaworld"]), statistics.median(rates["fast"])
-        print(f"{name}: metaworld's code {own:,.0f} steps/s, fast paths {fast:,.0f} steps/s, "
-              f"ratio {fast / own:.2f} (rounds: metaworld {[round(r) for r in rates['metaworld']]}, "
-              f"fast {[round(r) for r in rates['fast']]})")
+        own = statistics.median(rates["metaworld"])
+        print(f"{name}: metaworld's code {own:,.0f} steps/s (rounds {[round(r) for r in rates['metaworld']]})")
+        for arm in list(arms)[1:]:
+            rate = statistics.median(rates[arm])
+            print(f"  {arm}: {rate:,.0f} steps/s, ratio {rate / own:.2f} (rounds {[round(r) for r in rates[arm]]})")
 
 
 if __name__ == "__main__":

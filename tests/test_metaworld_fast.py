@@ -50,7 +50,7 @@ def test_matrices_scipy_would_fix_or_refuse_go_to_scipy():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("metaworld") is None, reason="needs the metaworld extra")
-@pytest.mark.parametrize("env_name", ["push-v3", "pick-place-v3"])
+@pytest.mark.parametrize("env_name", ["reach-v3", "push-v3", "pick-place-v3", "stick-pull-v3"])
 def test_metaworld_episodes_are_unchanged_by_the_fast_paths(env_name):
     """The same episode with metaworld's own code and with the fast paths: every observation, reward and
     info entry equal. The actions drive the gripper down and closed onto the object, so contacts with both
@@ -79,6 +79,7 @@ def test_metaworld_episodes_are_unchanged_by_the_fast_paths(env_name):
         # the code asked for was in force to the end (set_task and reset must not switch it)
         assert (push_module.Rotation is Rotation) == own_code
         assert (SawyerXYZEnv.touching_object is metaworld_fast.touching_object) != own_code
+        assert (SawyerXYZEnv._get_curr_obs_combined_no_goal is metaworld_fast.curr_obs_combined_no_goal) != own_code
         return np.stack(obs), np.array(rewards), infos
 
     try:
@@ -89,4 +90,27 @@ def test_metaworld_episodes_are_unchanged_by_the_fast_paths(env_name):
     assert np.array_equal(fast[0], own[0]) and np.array_equal(fast[1], own[1])
     assert fast[2] == own[2]  # every info entry, grasp_success included
     assert np.ptp(fast[0][:, 7:11], axis=0).max() > 0  # the object's quaternion moved
-    assert any(info["grasp_success"] for info in fast[2])  # both pads touched the object at some step
+    if env_name in ("push-v3", "pick-place-v3"):
+        assert any(info["grasp_success"] for info in fast[2])  # both pads touched the object at some step
+
+
+@pytest.mark.skipif(importlib.util.find_spec("metaworld") is None, reason="needs the metaworld extra")
+def test_pieces_can_be_left_out_one_by_one():
+    """experiments/metaworld_fast_bench.py --leave-out times the fast paths without one piece: only that one reverts."""
+    import metaworld.envs.sawyer_reach_v3 as reach_module
+    from metaworld.sawyer_xyz_env import SawyerXYZEnv
+
+    from metarl.envs import metaworld_fast
+
+    gym.make("metarl/MetaWorldML1-v0")  # imports metaworld, which installs the fast paths
+    try:
+        use_fast_paths(True, leave_out=("Rotation",))
+        assert reach_module.Rotation is Rotation and SawyerXYZEnv.touching_object is metaworld_fast.touching_object
+        use_fast_paths(True, leave_out=("touching_object",))
+        assert reach_module.Rotation is FastRotation and SawyerXYZEnv.touching_object is not metaworld_fast.touching_object
+        assert SawyerXYZEnv._get_curr_obs_combined_no_goal is metaworld_fast.curr_obs_combined_no_goal
+        with pytest.raises(ValueError, match=r"leave_out must name pieces among Rotation, .*got \['rotation'\]"):
+            use_fast_paths(True, leave_out=("rotation",))
+    finally:
+        use_fast_paths(True)
+    assert reach_module.Rotation is FastRotation and SawyerXYZEnv.touching_object is metaworld_fast.touching_object
