@@ -1,6 +1,6 @@
 """Faster stand-ins for pieces of metaworld's per-step Python, with the same results.
 
-Profiled on ML1 collections, a metaworld step spends as much time in two Python helpers as in MuJoCo:
+Profiled on ML1 collections, a metaworld step spends more time in its own Python helpers than in MuJoCo:
 
 * **Object orientation.** 22 of the 50 env classes (reach, push and pick-place among them) put an object's
   quaternion in every observation as ``Rotation.from_matrix(geom_xmat).as_quat()``. scipy validates and
@@ -18,10 +18,10 @@ Profiled on ML1 collections, a metaworld step spends as much time in two Python 
   time: 0.36 s of 1.07 in a push episode. :func:`touching_object` selects the same contacts with array
   masks and adds their constraint forces in the same order, so the same floats decide the same answer.
 
-:func:`use_fast_paths` installs them (metaworld's modules only ever call ``Rotation.from_matrix(m).as_quat()``,
-so the name ``Rotation`` in them is pointed at :class:`FastRotation`; the two methods are replaced on the
-base class, which no env class overrides them in); ``use_fast_paths(False)`` restores metaworld's own, for timing one against the other
-(experiments/metaworld_fast_bench.py). :func:`metarl.envs.metaworld.import_metaworld` turns them on.
+:func:`use_fast_paths` installs them: metaworld's modules only ever call ``Rotation.from_matrix(m).as_quat()``,
+so the name ``Rotation`` in them is pointed at :class:`FastRotation`, and the two methods are replaced on
+the base class (no env class overrides them). ``use_fast_paths(False)`` restores metaworld's own code,
+for timing one against the other (experiments/metaworld_fast_bench.py). :func:`metarl.envs.metaworld.import_metaworld` turns them on.
 tests/test_metaworld_fast.py checks 30,000 rotations across every case against scipy, and whole episodes
 of reach-v3, push-v3, pick-place-v3 and stick-pull-v3 (two objects) against metaworld's own code
 (observations, rewards, every info entry).
