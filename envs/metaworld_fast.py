@@ -5,9 +5,11 @@ Profiled on ML1 collections, a metaworld step spends more time in its own Python
 * **Object orientation.** 22 of the 50 env classes (reach, push and pick-place among them) put an object's
   quaternion in every observation as ``Rotation.from_matrix(geom_xmat).as_quat()``. scipy validates and
   converts one 3×3 matrix in about 110 µs: 1.1 s of 4.8 in a reach collection, as much as ``mj_step``.
-  :func:`quat_from_matrix` does it in about 4 µs with plain floats and gives scipy's quaternion bit for
-  bit: the same case choice (the first largest of the diagonal entries and the trace, Markley's method),
-  the same sums in the same order, the same normalisation, scalar last, not canonicalised. A matrix
+  :func:`quat_from_matrix` does it in about 4 µs with plain floats and scipy's arithmetic: the same case
+  choice (the first largest of the diagonal entries and the trace, Markley's method), the same sums in the
+  same order, the same normalisation, scalar last, not canonicalised. On x86-64 that gives scipy's
+  quaternion bit for bit; a scipy build that fuses multiply-adds (e.g. on ARM) can differ in the last
+  place, which the tests allow (2 ulp). A matrix
   scipy would reject (determinant ≤ 0) or orthogonalise (Gram matrix off the identity by more than its
   tolerance, to the last bit of that test) goes to scipy itself.
 * **Observation assembly.** ``_get_curr_obs_combined_no_goal`` interleaves object positions and
