@@ -211,3 +211,78 @@ def test_resume_may_change_subproc_workers(tmp_path):
     a, b = _final_params(tmp_path / "full"), _final_params(tmp_path / "parts")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert "num_workers: 2" in (tmp_path / "parts" / "config.yaml").read_text()
+
+
+SLOW_WALK = """
+import time
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Goal:
+    x: float
+
+
+class SlowWalk(gym.Env):
+    \"\"\"A 1-D walk that sleeps 5 ms a step, so that a training iteration is nearly all collection.\"\"\"
+
+    observation_space = gym.spaces.Box(-10.0, 10.0, shape=(1,), dtype=np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+
+    def __init__(self):
+        self._task, self._x = Goal(0.0), 0.0
+
+    def sample_tasks(self, n, rng):
+        return [Goal(float(g)) for g in rng.uniform(-2.0, 2.0, size=n)]
+
+    def set_task(self, task):
+        self._task = task
+
+    def get_task(self):
+        return self._task
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._x = 0.0
+        return np.array([self._x], dtype=np.float32), {}
+
+    def step(self, action):
+        time.sleep(0.005)
+        self._x += float(np.clip(action[0], -1.0, 1.0))
+        return np.array([self._x], dtype=np.float32), -abs(self._x - self._task.x), False, False, {}
+
+
+gym.register("slowtest/SlowWalk-v0", entry_point=SlowWalk, max_episode_steps=10)
+"""
+
+
+def test_ctrl_c_on_a_subproc_run_stops_cleanly_with_a_checkpoint(tmp_path):
+    """SIGINT to the whole process group, as a terminal's Ctrl-C sends it, while the subproc workers are
+    collecting (the env sleeps, so an iteration is nearly all collection): the iteration under way must
+    finish with the same workers and be checkpointed, with no error. The workers ignore SIGINT
+    (tests/test_subproc.py checks that alone); here they also inherit train's own handler by fork."""
+    (tmp_path / "slow_walk_env.py").write_text(SLOW_WALK)
+    args = ["experiments/navigation2d_maml.yaml", "--import", "slow_walk_env",
+            "--set", "env.id=slowtest/SlowWalk-v0", "--set", "train.iterations=100000",
+            "--set", "train.checkpoint_every=1", "--set", "train.keep_checkpoints=10",
+            "--set", "train.show_progress=false", "--set", "maml.meta_batch_size=3", "--set", "maml.episodes_per_task=4",
+            "--set", "policy.hidden_sizes=[16]", "--set", "collector.backend=subproc"]
+    cmd = [sys.executable, "-m", "metarl.cli", "train", *args, "--run-dir", str(tmp_path / "run")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    # its own session and process group, so that the signal below reaches the run and its workers only
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env=env)
+    deadline = time.monotonic() + 120
+    while not list_checkpoints(tmp_path / "run") and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.2)  # well inside the next iteration's collection (about 0.3 s of each 0.6 s collection)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "died" not in err
+    last = list_checkpoints(tmp_path / "run")[-1][0]
+    assert int(_rows(tmp_path / "run")[-1]["iteration"]) == last
+    assert 2 <= last < 100000  # the interrupted iteration was finished and checkpointed

@@ -152,6 +152,61 @@ def test_a_dead_worker_is_one_clear_error():
     victim = venv._procs[1]
     os.kill(victim.pid, signal.SIGKILL)  # a worker this test started
     victim.join(timeout=10)
-    with pytest.raises(ChildProcessError, match=r"a subproc worker of metarl/Navigation2D-v0 died .*-9\)\]"):
+    with pytest.raises(ChildProcessError, match=r"a subproc worker of metarl/Navigation2D-v0 died .*-9\)\]\); killed by SIGKILL; if it ran "
+                                                 r"out of memory, collect fewer columns"):
         venv.step(np.zeros((4, 2), dtype=np.float32))
     venv.close()  # closing again is harmless
+
+
+def test_workers_ignore_ctrl_c_meant_for_the_parent():
+    """Ctrl-C in a terminal sends SIGINT to the whole process group; the workers must keep stepping, so
+    that `metarl train` can finish its iteration with them and checkpoint (tests/test_resume.py has the
+    whole run)."""
+    import signal
+    import time
+
+    venv = make_vector_env(NAV, 4, backend="subproc", num_workers=2)
+    venv.set_tasks(NAV_TASKS[:2] * 2)
+    venv.seed(range(4))
+    venv.reset()
+    for proc in venv._procs:
+        os.kill(proc.pid, signal.SIGINT)  # workers this test started
+    time.sleep(0.3)
+    assert all(p.is_alive() for p in venv._procs)
+    obs, reward, *_ = venv.step(np.full((4, 2), 0.05, dtype=np.float32))
+    assert obs.shape == (4, 2) and np.isfinite(reward).all()
+    venv.close()
+    assert not any(p.is_alive() for p in venv._procs)
+
+
+def test_sigterm_ends_a_worker_whatever_handler_the_parent_had():
+    """multiprocessing ends daemonic workers with SIGTERM at the parent's exit; a handler inherited from
+    the parent (metarl train installs one) must not keep them alive. The error then names the signal."""
+    import signal
+
+    old = signal.signal(signal.SIGTERM, lambda *_: None)  # what a forked worker would inherit
+    try:
+        venv = make_vector_env(NAV, 4, backend="subproc", num_workers=2)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    venv.set_tasks(NAV_TASKS[:2] * 2)
+    venv.reset()
+    victim = venv._procs[0]
+    os.kill(victim.pid, signal.SIGTERM)
+    victim.join(timeout=10)
+    assert victim.exitcode == -signal.SIGTERM
+    with pytest.raises(ChildProcessError, match=r"died \(pid, exit code: \[\(\d+, -15\)\]\); killed by SIGTERM$"):
+        venv.step(np.zeros((4, 2), dtype=np.float32))
+
+
+def test_a_worker_whose_parent_closed_the_pipe_exits_quietly(capfd):
+    """A parent killed outright (SIGKILL, the out-of-memory killer) closes its pipe ends; the workers then
+    exit at their next receive instead of waiting forever with every env's memory. Each worker must close
+    the parent ends it inherited by fork, its own and those of workers forked before it."""
+    venv = make_vector_env(NAV, 4, backend="subproc", num_workers=2)
+    for conn in venv._conns:
+        conn.close()  # as the kernel does when the parent dies
+    for proc in venv._procs:
+        proc.join(timeout=10)
+        assert proc.exitcode == 0
+    assert "Traceback" not in capfd.readouterr().err

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import signal
 from typing import Any, Sequence
 
 import gymnasium as gym
@@ -103,16 +104,32 @@ class GymLoopVectorEnv(BatchedTaskEnv):
             env.close()
 
 
-def _subproc_worker(conn, spec: gym.envs.registration.EnvSpec, num_envs: int, env_kwargs: dict) -> None:
-    """A worker of :class:`SubprocVectorEnv`: one in-process vector env, driven by (command, argument) messages."""
+def _subproc_worker(conn, spec: gym.envs.registration.EnvSpec, num_envs: int, env_kwargs: dict,
+                    parent_ends: Sequence = ()) -> None:
+    """A worker of :class:`SubprocVectorEnv`: one in-process vector env, driven by (command, argument) messages.
+
+    ``parent_ends``: the parent's ends of this worker's pipe and of the workers forked before it, which a
+    forked worker inherits; closed first, so that when the parent dies its pipes read as closed."""
+    for end in parent_ends:
+        end.close()
     import metarl.envs  # noqa: F401  (registers metarl/...)
 
+    # A terminal's Ctrl-C reaches the whole process group; the parent alone decides what it means
+    # (`metarl train` finishes the iteration under way with these workers, then checkpoints). SIGTERM
+    # takes its default action, whatever handler the parent had when it forked: it is how
+    # multiprocessing ends a daemonic worker at the parent's exit. A worker whose parent is gone ends
+    # quietly at its next receive.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if spec.id not in gym.registry:  # registered in the parent only (metarl --import MODULE)
         gym.registry[spec.id] = spec
     env_id = spec.id
     venv = None
     while True:
-        command, arg = conn.recv()
+        try:
+            command, arg = conn.recv()
+        except (EOFError, OSError):  # the parent closed its end or died
+            return
         try:
             if command == "close":
                 if venv is not None:
@@ -154,7 +171,9 @@ class SubprocVectorEnv(BatchedTaskEnv):
         self._conns, self._procs = [], []
         for a, b in self.shares:
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_subproc_worker, args=(child, spec, b - a, env_kwargs), daemon=True)
+            # a forked child inherits every parent end open so far; without fork nothing is inherited
+            inherited = [*self._conns, parent] if ctx.get_start_method() == "fork" else []
+            proc = ctx.Process(target=_subproc_worker, args=(child, spec, b - a, env_kwargs, inherited), daemon=True)
             proc.start()
             child.close()
             self._conns.append(parent)
@@ -172,11 +191,12 @@ class SubprocVectorEnv(BatchedTaskEnv):
                 conn.send((command, None if args is None else args[i]))
             answers = [conn.recv() for conn in self._conns]  # every answer before raising: the pipes stay in step
         except (EOFError, OSError):
+            for p in self._procs:  # a worker whose pipe just closed may not have exited yet
+                p.join(timeout=1.0)
             dead = [(p.pid, p.exitcode) for p in self._procs if not p.is_alive()]
             self.close()
-            raise ChildProcessError(
-                f"a subproc worker of {self.env_id} died (pid, exit code: {dead}); if it ran out of memory, "
-                f"collect fewer columns at a time (Meta-World: ~21 MB each)") from None
+            raise ChildProcessError(f"a subproc worker of {self.env_id} died (pid, exit code: {dead}); "
+                                    f"{_death_hint([code for _, code in dead])}") from None
         error = next((value for status, value in answers if status == "error"), None)
         if error is not None:
             raise error
@@ -232,6 +252,15 @@ class SubprocVectorEnv(BatchedTaskEnv):
                 proc.terminate()
             conn.close()
         self._conns, self._procs = [], []
+
+
+def _death_hint(exit_codes: list) -> str:
+    """What the exit codes of dead workers suggest (a negative code -N: killed by signal N)."""
+    signals = sorted({signal.Signals(-c).name for c in exit_codes if c is not None and -c in signal.valid_signals()})
+    hint = f"killed by {', '.join(signals)}" if signals else "it may have crashed"
+    if not signals or "SIGKILL" in signals:  # the kernel's out-of-memory killer sends SIGKILL
+        hint += "; if it ran out of memory, collect fewer columns at a time (Meta-World: ~21 MB each)"
+    return hint
 
 
 def _stack_infos(infos: list[dict]) -> dict[str, np.ndarray]:
