@@ -16,30 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import statistics
 import time
 
 import numpy as np
 
-from metaworld_cores_bench import loop_rate
-
-
-def _plain_worker(env_name, n, steps, horizon, barrier, queue):
-    queue.put(loop_rate(env_name, n, steps, horizon, barrier=barrier))
-
-
-def plain_loops(env_name: str, workers: int, per_worker: int, steps: int, horizon: int) -> float:
-    ctx = multiprocessing.get_context("fork")
-    barrier, queue = ctx.Barrier(workers), ctx.Queue()
-    procs = [ctx.Process(target=_plain_worker, args=(env_name, per_worker, steps, horizon, barrier, queue))
-             for _ in range(workers)]
-    for p in procs:
-        p.start()
-    rate = sum(queue.get(timeout=600) for _ in procs)
-    for p in procs:
-        p.join()
-    return rate
+from metaworld_cores_bench import parallel_rate  # plain loops, with its barrier and failure handling
 
 
 def main() -> None:
@@ -75,7 +57,8 @@ def main() -> None:
         for k in range(H):
             venv.step(actions[k])
         rates["vector_env_only"].append(columns * H / (time.perf_counter() - t))
-        rates["plain_loops"].append(plain_loops(args.env_name, args.workers, columns // args.workers, columns * H // args.workers, H))
+        rates["plain_loops"].append(parallel_rate(args.env_name, columns // args.workers, columns * H // args.workers, H,
+                                                   args.workers))
     collector.close()
     med = {k: statistics.median(v) for k, v in rates.items()}
     print(json.dumps({"env_name": args.env_name, "columns": columns, "workers": args.workers, "rounds": args.rounds,
