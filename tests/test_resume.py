@@ -215,44 +215,18 @@ def test_resume_may_change_subproc_workers(tmp_path):
 
 SLOW_WALK = """
 import time
-from dataclasses import dataclass
 
 import gymnasium as gym
-import numpy as np
+
+from test_vector import TinyTaskEnv
 
 
-@dataclass(frozen=True)
-class Goal:
-    x: float
-
-
-class SlowWalk(gym.Env):
-    \"\"\"A 1-D walk that sleeps 5 ms a step, so that a training iteration is nearly all collection.\"\"\"
-
-    observation_space = gym.spaces.Box(-10.0, 10.0, shape=(1,), dtype=np.float32)
-    action_space = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
-
-    def __init__(self):
-        self._task, self._x = Goal(0.0), 0.0
-
-    def sample_tasks(self, n, rng):
-        return [Goal(float(g)) for g in rng.uniform(-2.0, 2.0, size=n)]
-
-    def set_task(self, task):
-        self._task = task
-
-    def get_task(self):
-        return self._task
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self._x = 0.0
-        return np.array([self._x], dtype=np.float32), {}
+class SlowWalk(TinyTaskEnv):
+    \"\"\"test_vector's third-party walk, 5 ms a step, so that a training iteration is nearly all collection.\"\"\"
 
     def step(self, action):
         time.sleep(0.005)
-        self._x += float(np.clip(action[0], -1.0, 1.0))
-        return np.array([self._x], dtype=np.float32), -abs(self._x - self._task.x), False, False, {}
+        return super().step(action)
 
 
 gym.register("slowtest/SlowWalk-v0", entry_point=SlowWalk, max_episode_steps=10)
@@ -271,7 +245,8 @@ def test_ctrl_c_on_a_subproc_run_stops_cleanly_with_a_checkpoint(tmp_path):
             "--set", "train.show_progress=false", "--set", "maml.meta_batch_size=3", "--set", "maml.episodes_per_task=4",
             "--set", "policy.hidden_sizes=[16]", "--set", "collector.backend=subproc"]
     cmd = [sys.executable, "-m", "metarl.cli", "train", *args, "--run-dir", str(tmp_path / "run")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    path = [str(tmp_path), str(ROOT / "tests"), os.environ.get("PYTHONPATH")]  # the module and test_vector
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
     # its own session and process group, so that the signal below reaches the run and its workers only
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, env=env)
