@@ -89,7 +89,7 @@ def test_updates_make_every_tensor_on_the_policy_device(config, overrides):
     assert audit.undevice == []
     # the step loop reads the device once per step: the actions (.cpu().numpy()), nothing else
     steps = exp.collector.horizon * getattr(getattr(exp.cfg, "rl2", None), "episodes_per_trial", 1)
-    rollout = {read: n for (fn, read), n in audit.reads.items() if fn == "_rollout"}
+    rollout = {read: n for (fn, read), n in audit.reads.items() if fn in ("_rollout", "_step_loop")}
     collections = rollout.get("cpu", 0) // steps
     assert collections >= 1 and rollout == {"cpu": collections * steps, "numpy": collections * steps}
 
@@ -109,7 +109,7 @@ def test_update_reads_do_not_grow_with_minibatches():
     def update_reads(minibatches):
         _, audit = _iteration("experiments/tabular_mdp_rl2.yaml", "rl2.trials_per_iteration=4",
                               f"rl2.minibatches={minibatches}")
-        return {k: n for k, n in audit.reads.items() if k[0] != "_rollout"}
+        return {k: n for k, n in audit.reads.items() if k[0] not in ("_rollout", "_step_loop")}
 
     one, four = update_reads(1), update_reads(4)
     assert one == four and sum(one.values()) < 30
@@ -128,5 +128,5 @@ def test_oracle_makes_every_tensor_on_the_policy_device():
         trainer.train_iteration(np.random.default_rng(0))
         trainer.adaptation_curve(tasks, Collector(cfg.env.id, seed=1, horizon=10), EvalConfig(tasks=3, steps=1))
     assert audit.undevice == []
-    rollout = {read: n for (fn, read), n in audit.reads.items() if fn == "_rollout"}
+    rollout = {read: n for (fn, read), n in audit.reads.items() if fn in ("_rollout", "_step_loop")}
     assert rollout and rollout["cpu"] == rollout["numpy"] and rollout["cpu"] % 10 == 0

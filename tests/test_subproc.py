@@ -4,18 +4,21 @@ collection, bit for bit, whatever the number of workers, early terminations and 
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import fields
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
 import metarl  # noqa: F401  (registers metarl/...)
-from metarl.common.policies import make_policy
+from metarl.common.policies import GaussianMLPPolicy, RecurrentPolicy, make_policy
 from metarl.envs.navigation import NavigationTask
 from metarl.sampling.collector import Collector
 from metarl.sampling.vector import SubprocVectorEnv, make_vector_env
 
-from test_vector import TINY_ID  # registers a third-party env (gym loop inside the workers)
+from test_vector import TINY_ID, TinyTask, TinyTaskEnv  # registers a third-party env (gym loop inside the workers)
 
 NAV = "metarl/Navigation2D-v0"
 NAV_TASKS = [NavigationTask((0.1, 0.0)), NavigationTask((0.3, -0.2)), NavigationTask((-0.4, 0.45))]
@@ -42,6 +45,114 @@ def test_subproc_equals_in_process(env_id, workers, episodes_per_trial):
     assert local_states == sub_states  # the sub-environments' streams continue identically
     if env_id == TINY_ID:
         assert not bool(local.valid.all())  # some episodes terminated early: the masking was exercised
+
+
+def _assert_batches_equal(a, b):
+    for f in fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(x, torch.Tensor):
+            assert torch.equal(x, y), f.name
+        elif f.name == "infos":
+            assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x), f.name
+        else:
+            assert x == y, f.name
+
+
+def test_every_batch_field_as_in_process_with_shares_that_split_tasks():
+    """The collector drives each worker's share on its own (no lock-step); shares that split a task's
+    columns still give the in-process batch bit for bit: RL² trials of a recurrent policy (state carried
+    over the episodes), per-task (adapted) parameters, and per-task policy inputs (PEARL's z)."""
+    def both(env_id, collect, workers):
+        out = []
+        for backend in ("auto", "subproc"):
+            c = Collector(env_id, seed=5, backend=backend, num_workers=workers, horizon=15)
+            out.append(collect(c))
+            c.close()
+        return out
+
+    torch.manual_seed(0)
+    rnn = RecurrentPolicy(2, gym.spaces.Box(-0.1, 0.1, (2,), np.float32), hidden_size=6)
+    local, sub = both(NAV, lambda c: c.collect(rnn, NAV_TASKS, 4, episodes_per_trial=2), 4)  # 6 columns in 4 shares
+    assert sub.policy_inputs is not None and sub.final_obs.shape == (2, 6, 2)
+    _assert_batches_equal(local, sub)
+
+    policy = make_policy(gym.spaces.Box(-1, 1, (2,)), gym.spaces.Box(-0.1, 0.1, (2,)), False, (8,))
+    adapted = {n: p.detach() + 0.1 * torch.randn(3, *p.shape) for n, p in policy.named_parameters()}
+    local, sub = both(NAV, lambda c: c.collect(policy, NAV_TASKS, 5, params=adapted, per_task_params=True), 2)
+    _assert_batches_equal(local, sub)
+
+    conditioned = GaussianMLPPolicy(1 + 3, 1, hidden_sizes=(8,))
+    tasks = [TinyTask(-1.0), TinyTask(0.5), TinyTask(1.5)]
+    z = torch.randn(3, 3)
+    local, sub = both(TINY_ID, lambda c: c.collect(conditioned, tasks, 3, task_inputs=z), 2)
+    _assert_batches_equal(local, sub)
+    assert not bool(local.valid.all())  # early terminations, masked alike
+
+
+class TaskPacedWalk(TinyTaskEnv):
+    """test_vector's walk, 50 ms a step for tasks with a positive offset; refuses a NaN action."""
+
+    def step(self, action):
+        if np.isnan(action).any():
+            raise ValueError(f"TaskPacedWalk got a NaN action: {action}")
+        if self._task.offset > 0:
+            time.sleep(0.05)
+        return super().step(action)
+
+
+PACED_ID = "thirdparty/TaskPacedWalk-v0"
+if PACED_ID not in gym.registry:
+    gym.register(PACED_ID, entry_point=TaskPacedWalk, max_episode_steps=100)
+
+
+def _steps(share: int, events: list, steps: int = 10):
+    """A step loop as the collector writes them: a reset, then ``steps`` steps; logs each answer."""
+    yield "reset", None
+    for t in range(steps):
+        yield "step", np.zeros((1, 1), dtype=np.float32)
+        events.append((share, t))
+    return share
+
+
+def test_share_loops_run_apart():
+    """A worker whose envs are slow does not hold the others back: the fast share finishes all its steps
+    while the slow one is still in its first few (lock-step would interleave them one to one)."""
+    venv = make_vector_env(PACED_ID, 2, backend="subproc", num_workers=2)
+    try:
+        venv.set_tasks([TinyTask(5.0), TinyTask(-5.0)])  # far offsets: no episode ends in 10 steps
+        events = []
+        assert venv.run_share_loops([_steps(0, events), _steps(1, events)]) == [0, 1]
+        assert [e for e in events if e[0] == 1] == [(1, t) for t in range(10)]
+        assert events.index((1, 9)) < events.index((0, 2)), events
+        assert len(events) == 20
+    finally:
+        venv.close()
+
+
+def test_share_loops_keep_the_pipes_in_step_after_an_error():
+    venv = make_vector_env(PACED_ID, 2, backend="subproc", num_workers=2)
+    try:
+        venv.set_tasks([TinyTask(5.0), TinyTask(-5.0)])
+
+        def failing():
+            yield "reset", None
+            raise RuntimeError("the policy failed")
+
+        def bad_action():
+            yield "reset", None
+            yield "step", np.full((1, 1), np.nan, dtype=np.float32)
+
+        with pytest.raises(RuntimeError, match="the policy failed"):  # the slow worker's step was under way
+            venv.run_share_loops([_steps(0, []), failing()])
+        with pytest.raises(ValueError, match=r"TaskPacedWalk got a NaN action: \[nan\]"):
+            venv.run_share_loops([_steps(0, []), bad_action()])  # a worker's own error, with its type
+        with pytest.raises(ValueError, match="one loop per worker"):
+            venv.run_share_loops([_steps(0, [])])
+        obs, _ = venv.reset()  # every answer was read: the next calls get their own
+        assert obs.shape == (2, 1)
+        assert venv.step(np.zeros((2, 1), dtype=np.float32))[1].shape == (2,)
+    finally:
+        venv.close()
 
 
 def test_subproc_shares_and_errors():

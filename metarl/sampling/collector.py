@@ -32,7 +32,8 @@ import torch
 from metarl.common.distributions import draw_noise
 from metarl.common.policies import Params, policy_forward
 from metarl.common.tasks import BatchedTaskEnv
-from metarl.sampling.vector import env_class, horizon as registered_horizon, make_task_env, make_vector_env
+from metarl.sampling.vector import (SubprocVectorEnv, env_class, horizon as registered_horizon, make_task_env,
+                                   make_vector_env, run_loop as _run_loop)
 
 
 def _takes_num_threads(env_id: str, backend: str) -> bool:
@@ -456,19 +457,22 @@ class Collector:
     def _rollout(self, venv: BatchedTaskEnv, policy, tasks, cols_per_task, params, per_task_params,
                  episodes_per_trial, deterministic, noise, rows: "_PolicyRows | None" = None,
                  task_inputs: torch.Tensor | None = None) -> EpisodeBatch:
-        """The step loop: every column of ``venv`` runs its trial; actions come from ``noise`` [T, B, ...].
+        """Every column of ``venv`` runs its trial; actions come from ``noise`` [T, B, ...].
 
         rows: where these columns sit in the policy's calls (a share of a larger collection); per-task
         ``params`` (and ``task_inputs``) then already cover the whole collection's tasks.
+
+        A ``venv`` whose sub-environments live in several worker processes (``subproc``) is driven
+        without lock-step: each worker's columns run their own step loop (:meth:`_step_loop`), which
+        evaluates the policy on its rows as soon as that worker's observations arrive, while the other
+        workers step. Every loop evaluates the policy at the whole collection's shape (its rows in place,
+        zeros elsewhere, as a Ray share does), so the batch equals the lock-step one bit for bit.
         """
         num_tasks = len(tasks)
         n_cols = num_tasks * cols_per_task
         rows = rows or _PolicyRows(0, n_cols, n_cols)
-        policy_tasks = rows.total // cols_per_task
-        H = self.horizon
-        T = H * episodes_per_trial
+        T = self.horizon * episodes_per_trial
         venv.set_tasks([task for task in tasks for _ in range(cols_per_task)])
-        recurrent = getattr(policy, "is_recurrent", False)
         # The policy runs on its own device (collector.device): per step the observations go there and
         # the actions come back, once each; the noise goes there once per collection (it is drawn on the
         # CPU generator, so every device samples the same actions), and the batch is returned there.
@@ -478,8 +482,59 @@ class Collector:
         column_inputs = None
         if task_inputs is not None:
             column_inputs = task_inputs.detach().float().repeat_interleave(cols_per_task, 0).to(device)
+        shares = getattr(venv, "shares", None)
 
-        obs, info = venv.reset()
+        def loop(a: int, b: int):
+            share_rows = rows if (a, b) == (0, n_cols) else _PolicyRows(rows.start + a, b - a, rows.total)
+            return self._step_loop(policy, share_rows, T, cols_per_task, params, per_task_params, deterministic,
+                                   None if noise is None else noise[:, a:b], column_inputs, device)
+
+        with torch.no_grad(), _single_threaded_torch():
+            if isinstance(venv, SubprocVectorEnv) and len(shares) > 1:
+                parts = venv.run_share_loops([loop(a, b) for a, b in shares])
+            else:
+                parts = [_run_loop(venv, loop(0, n_cols))]
+
+        def cat(key):
+            values = [p[key] for p in parts]
+            if values[0] is None or len(values) == 1:
+                return values[0]
+            return torch.cat(values, 1) if isinstance(values[0], torch.Tensor) else np.concatenate(values, 1)
+
+        as_tensor = lambda x: None if x is None else torch.from_numpy(x)  # noqa: E731  (numpy buffers, shared)
+        H = self.horizon
+        timesteps = torch.arange(T, device=device).remainder(H).unsqueeze(1).expand(T, n_cols)
+        return EpisodeBatch(
+            obs=as_tensor(cat("obs")),
+            actions=as_tensor(cat("actions")),
+            rewards=as_tensor(cat("rewards")),
+            valid=as_tensor(cat("valid")),
+            dones=as_tensor(cat("dones")),
+            log_probs=cat("log_probs"),
+            timesteps=timesteps,
+            task_index=torch.arange(num_tasks, device=device).repeat_interleave(cols_per_task),
+            num_tasks=num_tasks,
+            horizon=H,
+            episodes_per_trial=episodes_per_trial,
+            targets=as_tensor(cat("targets")),
+            policy_inputs=cat("policy_inputs"),
+            final_obs=as_tensor(cat("final_obs")),
+            infos={key: torch.from_numpy(parts[0]["infos"][key] if len(parts) == 1 else
+                                         np.concatenate([p["infos"][key] for p in parts], 1))
+                   for key in self.info_scalars},
+        ).to(device)
+
+    def _step_loop(self, policy, rows: "_PolicyRows", T: int, cols_per_task: int, params, per_task_params,
+                   deterministic: bool, noise: torch.Tensor | None, column_inputs: torch.Tensor | None, device):
+        """The step loop of the columns ``rows`` (a generator): yields the vector env calls it needs,
+        ``("reset", None)`` or ``("step", env_actions)``, is sent each call's result, and returns this
+        loop's buffers [T, rows.count, ...]. ``noise`` holds these columns only; ``column_inputs`` and
+        per-task ``params`` cover all ``rows.total`` rows."""
+        H = self.horizon
+        n_cols = rows.count
+        policy_tasks = rows.total // cols_per_task
+        recurrent = getattr(policy, "is_recurrent", False)
+        obs, info = yield "reset", None
         obs_buf = np.zeros((T, n_cols, *np.shape(obs)[1:]), dtype=np.float32)
         rew_buf = np.zeros((T, n_cols), dtype=np.float32)
         valid_buf = np.zeros((T, n_cols), dtype=np.float32)
@@ -489,7 +544,7 @@ class Collector:
         target_buf = None
         inputs_buf = None
         running = np.ones(n_cols, dtype=bool)
-        final_obs_buf = np.zeros((episodes_per_trial, n_cols, *np.shape(obs)[1:]), dtype=np.float32)
+        final_obs_buf = np.zeros((T // H, n_cols, *np.shape(obs)[1:]), dtype=np.float32)
         info_bufs = {key: np.zeros((T, n_cols), dtype=np.float32) for key in self.info_scalars}
         if recurrent:
             state = policy.initial_state(rows.total)
@@ -500,82 +555,65 @@ class Collector:
             prev_reward = torch.zeros(n_cols, device=device)
             prev_done = torch.zeros(n_cols, device=device)
 
-        with torch.no_grad(), _single_threaded_torch():
-            for t in range(T):
-                k = t % H
-                if k == 0 and t > 0:
-                    obs, info = venv.reset()
-                    running[:] = True
-                obs_buf[t] = obs
-                obs_t = torch.from_numpy(obs_buf[t]).to(device)
-                if recurrent:
-                    inputs = policy.make_inputs(obs_t, prev_action, prev_reward, prev_done)
-                    out, new_state = policy.step(rows.widen(inputs), state)
-                    if inputs_buf is None:
-                        inputs_buf = torch.zeros(T, n_cols, inputs.shape[-1], device=device)
-                    inputs_buf[t] = inputs
-                else:
-                    x = rows.widen(obs_t)
-                    if column_inputs is not None:
-                        x = torch.cat([x, column_inputs], -1)
-                    out = policy_forward(policy, x, params, policy_tasks if per_task_params else None)
-                dist = policy.distribution(out)
-                if deterministic:
-                    action = dist.mode()
-                else:
-                    if t == 0 and getattr(dist, "noise_kind", None) != self._noise_spec()[0]:
-                        raise ValueError(
-                            f"the policy's {type(dist).__name__} samples with {getattr(dist, 'noise_kind', None)} "
-                            f"noise, but the collector draws {self._noise_spec()[0]} noise for {self.action_space}"
-                        )
-                    action = dist.sample_from_noise(None if noise is None else rows.widen(noise[t]))
-                logp_buf[t] = rows.narrow(dist.log_prob(action))
-                action = rows.narrow(action)
-                action_np = action.cpu().numpy()
-                if act_buf is None:
-                    act_buf = np.zeros((T, *action_np.shape), dtype=action_np.dtype)
-                act_buf[t] = action_np
-                valid_buf[t] = running
-                obs, reward, terminated, truncated, info = venv.step(self.env_action(action_np))
-                rew_buf[t] = np.where(running, reward, 0.0)
-                for key, buf in info_bufs.items():
-                    if key in info:  # absent only when no sub-env stepped
-                        buf[t] = np.where(running, info[key], 0.0)
-                if self.supervised:
-                    if target_buf is None:
-                        target_buf = np.zeros((T, *np.shape(info["target"])), dtype=np.float32)
-                    target_buf[t] = info["target"]
-                ended = terminated | truncated | (k == H - 1)
-                done_buf[t] = running & ended
-                final_obs_buf[t // H][done_buf[t]] = obs[done_buf[t]]
-                if recurrent:
-                    # running, reward, done of this step: one transfer to the policy's device
-                    flags = torch.from_numpy(np.stack([running, rew_buf[t], done_buf[t]]).astype(np.float32)).to(device)
-                    run_t = flags[0] > 0
-                    state = torch.where(rows.widen(run_t).unsqueeze(-1), new_state, state)
-                    prev_action = torch.where(run_t.view(-1, *[1] * (action.dim() - 1)), action, prev_action)
-                    prev_reward = torch.where(run_t, flags[1], prev_reward)
-                    prev_done = torch.where(run_t, flags[2], prev_done)
-                running &= ~ended
-
-        timesteps = torch.arange(T, device=device).remainder(H).unsqueeze(1).expand(T, n_cols)
-        return EpisodeBatch(
-            obs=torch.from_numpy(obs_buf),
-            actions=torch.from_numpy(act_buf),
-            rewards=torch.from_numpy(rew_buf),
-            valid=torch.from_numpy(valid_buf),
-            dones=torch.from_numpy(done_buf),
-            log_probs=logp_buf,
-            timesteps=timesteps,
-            task_index=torch.arange(num_tasks, device=device).repeat_interleave(cols_per_task),
-            num_tasks=num_tasks,
-            horizon=H,
-            episodes_per_trial=episodes_per_trial,
-            targets=None if target_buf is None else torch.from_numpy(target_buf),
-            policy_inputs=inputs_buf,
-            final_obs=torch.from_numpy(final_obs_buf),
-            infos={key: torch.from_numpy(buf) for key, buf in info_bufs.items()},
-        ).to(device)
+        for t in range(T):
+            k = t % H
+            if k == 0 and t > 0:
+                obs, info = yield "reset", None
+                running[:] = True
+            obs_buf[t] = obs
+            obs_t = torch.from_numpy(obs_buf[t]).to(device)
+            if recurrent:
+                inputs = policy.make_inputs(obs_t, prev_action, prev_reward, prev_done)
+                out, new_state = policy.step(rows.widen(inputs), state)
+                if inputs_buf is None:
+                    inputs_buf = torch.zeros(T, n_cols, inputs.shape[-1], device=device)
+                inputs_buf[t] = inputs
+            else:
+                x = rows.widen(obs_t)
+                if column_inputs is not None:
+                    x = torch.cat([x, column_inputs], -1)
+                out = policy_forward(policy, x, params, policy_tasks if per_task_params else None)
+            dist = policy.distribution(out)
+            if deterministic:
+                action = dist.mode()
+            else:
+                if t == 0 and getattr(dist, "noise_kind", None) != self._noise_spec()[0]:
+                    raise ValueError(
+                        f"the policy's {type(dist).__name__} samples with {getattr(dist, 'noise_kind', None)} "
+                        f"noise, but the collector draws {self._noise_spec()[0]} noise for {self.action_space}"
+                    )
+                action = dist.sample_from_noise(None if noise is None else rows.widen(noise[t]))
+            logp_buf[t] = rows.narrow(dist.log_prob(action))
+            action = rows.narrow(action)
+            action_np = action.cpu().numpy()
+            if act_buf is None:
+                act_buf = np.zeros((T, *action_np.shape), dtype=action_np.dtype)
+            act_buf[t] = action_np
+            valid_buf[t] = running
+            obs, reward, terminated, truncated, info = yield "step", self.env_action(action_np)
+            rew_buf[t] = np.where(running, reward, 0.0)
+            for key, buf in info_bufs.items():
+                if key in info:  # absent only when no sub-env stepped
+                    buf[t] = np.where(running, info[key], 0.0)
+            if self.supervised:
+                if target_buf is None:
+                    target_buf = np.zeros((T, *np.shape(info["target"])), dtype=np.float32)
+                target_buf[t] = info["target"]
+            ended = terminated | truncated | (k == H - 1)
+            done_buf[t] = running & ended
+            final_obs_buf[t // H][done_buf[t]] = obs[done_buf[t]]
+            if recurrent:
+                # running, reward, done of this step: one transfer to the policy's device
+                flags = torch.from_numpy(np.stack([running, rew_buf[t], done_buf[t]]).astype(np.float32)).to(device)
+                run_t = flags[0] > 0
+                state = torch.where(rows.widen(run_t).unsqueeze(-1), new_state, state)
+                prev_action = torch.where(run_t.view(-1, *[1] * (action.dim() - 1)), action, prev_action)
+                prev_reward = torch.where(run_t, flags[1], prev_reward)
+                prev_done = torch.where(run_t, flags[2], prev_done)
+            running &= ~ended
+        return {"obs": obs_buf, "actions": act_buf, "rewards": rew_buf, "valid": valid_buf, "dones": done_buf,
+                "log_probs": logp_buf, "targets": target_buf, "policy_inputs": inputs_buf,
+                "final_obs": final_obs_buf, "infos": info_bufs}
 
     def get_rng_state(self) -> dict:
         """Every random stream of the collector (for checkpoints and exact resume)."""

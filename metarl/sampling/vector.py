@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import multiprocessing.connection
 import signal
 from typing import Any, Sequence
 
@@ -152,8 +153,9 @@ def _subproc_worker(conn, spec: gym.envs.registration.EnvSpec, num_envs: int, en
 
 class SubprocVectorEnv(BatchedTaskEnv):
     """Sub-environments [a_w, b_w) in worker process w (forked), each share the vector env
-    ``auto`` would build; numpy arrays go through pipes. The main process runs the policy while the
-    workers wait, and the workers step their shares at the same time."""
+    ``auto`` would build; numpy arrays go through pipes. :meth:`step` is lock-step (every worker steps
+    its share, the main process waits for all); the collector drives the shares apart instead
+    (:meth:`run_share_loops`), so that its policy step for one share overlaps the others' stepping."""
 
     def __init__(self, env_id: str, num_envs: int, num_workers: int = 2, **env_kwargs: Any):
         super().__init__(num_envs)
@@ -191,16 +193,57 @@ class SubprocVectorEnv(BatchedTaskEnv):
                 conn.send((command, None if args is None else args[i]))
             answers = [conn.recv() for conn in self._conns]  # every answer before raising: the pipes stay in step
         except (EOFError, OSError):
-            for p in self._procs:  # a worker whose pipe just closed may not have exited yet
-                p.join(timeout=1.0)
-            dead = [(p.pid, p.exitcode) for p in self._procs if not p.is_alive()]
-            self.close()
-            raise ChildProcessError(f"a subproc worker of {self.env_id} died (pid, exit code: {dead}); "
-                                    f"{_death_hint([code for _, code in dead])}") from None
+            raise self._worker_died() from None
         error = next((value for status, value in answers if status == "error"), None)
         if error is not None:
             raise error
         return [value for _, value in answers]
+
+    def _worker_died(self) -> ChildProcessError:
+        for p in self._procs:  # a worker whose pipe just closed may not have exited yet
+            p.join(timeout=1.0)
+        dead = [(p.pid, p.exitcode) for p in self._procs if not p.is_alive()]
+        self.close()
+        return ChildProcessError(f"a subproc worker of {self.env_id} died (pid, exit code: {dead}); "
+                                 f"{_death_hint([code for _, code in dead])}")
+
+    def run_share_loops(self, loops: Sequence) -> list:
+        """Drive one step loop per worker (generators as :func:`run_loop` takes, loop w on share w's
+        sub-environments) without lock-step: whichever worker answers first gets its next call at once,
+        so the main process's work for one share overlaps the other workers' stepping. Returns each
+        loop's return value, in share order. On any error every call under way is answered first, so
+        the pipes stay in step."""
+        if len(loops) != len(self._conns):
+            raise ValueError(f"run_share_loops needs one loop per worker ({len(self._conns)}), got {len(loops)}")
+        results: list = [None] * len(loops)
+        waiting: dict = {}  # connection -> share index, for every call under way
+        try:
+            for w, loop in enumerate(loops):
+                self._conns[w].send(next(loop))
+                waiting[self._conns[w]] = w
+            while waiting:
+                for conn in multiprocessing.connection.wait(list(waiting)):
+                    w = waiting.pop(conn)
+                    status, value = conn.recv()
+                    if status == "error":
+                        raise value
+                    try:
+                        call = loops[w].send(value)
+                    except StopIteration as stop:
+                        results[w] = stop.value
+                        continue
+                    conn.send(call)
+                    waiting[conn] = w
+        except (EOFError, OSError):
+            raise self._worker_died() from None
+        except BaseException:
+            for conn in waiting:  # answers of the calls under way, dropped
+                try:
+                    conn.recv()
+                except (EOFError, OSError):
+                    pass
+            raise
+        return results
 
     def _split(self, items) -> list:
         return [items[a:b] for a, b in self.shares]
@@ -252,6 +295,19 @@ class SubprocVectorEnv(BatchedTaskEnv):
                 proc.terminate()
             conn.close()
         self._conns, self._procs = [], []
+
+
+def run_loop(venv: BatchedTaskEnv, loop) -> Any:
+    """Drive a step loop, a generator that yields the vector env calls it needs (``("reset", None)`` or
+    ``("step", actions)``) and is sent each call's result, on ``venv``; returns the loop's return value."""
+    call = next(loop)
+    while True:
+        command, arg = call
+        result = venv.reset() if command == "reset" else venv.step(arg)
+        try:
+            call = loop.send(result)
+        except StopIteration as stop:
+            return stop.value
 
 
 def _death_hint(exit_codes: list) -> str:
