@@ -20,6 +20,7 @@ from metarl.algos.pearl import (
     soft_q_target,
     transitions_from_batch,
 )
+from metarl.algos.pearl.buffers import FIELDS
 from metarl.common.config import ConfigError
 from metarl.common.policies import GaussianMLPPolicy
 from metarl.envs.navigation import NavigationTask
@@ -237,6 +238,30 @@ def test_buffer_state_round_trip_and_memory_bound():
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     a, b = buf.sample(torch.tensor([0, 1]), 7, g1), other.sample(torch.tensor([0, 1]), 7, g2)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _filled_entries(buf):
+    return {k: [v[i, : int(buf.size[i])].clone() for i in range(buf.num_tasks)] for k, v in buf.data.items()}
+
+
+def test_buffer_state_holds_the_filled_entries_only():
+    # one task full and wrapped, one with 2 entries, one empty: the state holds 6 + 2 transitions, not 3 x 6
+    buf = TaskReplayBuffers(num_tasks=3, capacity=6, obs_dim=2, act_dim=1)
+    buf.add(torch.tensor([0] * 6 + [1, 1]), _transitions(list(range(8)), obs_dim=2))
+    buf.add(torch.tensor([0, 0, 0]), _transitions([10, 11, 12], obs_dim=2))
+    state = buf.state_dict()
+    assert {k: v.shape[0] for k, v in state["data"].items()} == {k: 8 for k in FIELDS}
+    stored = sum(v.numel() * v.element_size() for v in state["data"].values())
+    assert stored == 8 * TaskReplayBuffers.bytes_per_transition(2, 1)
+    other = TaskReplayBuffers(num_tasks=3, capacity=6, obs_dim=2, act_dim=1)
+    other.load_state_dict(state)
+    assert other.size.tolist() == [6, 2, 0] and other.next.tolist() == buf.next.tolist()
+    assert all(torch.equal(x, y) for k in FIELDS for x, y in zip(_filled_entries(other)[k], _filled_entries(buf)[k]))
+    # the padded form that older checkpoints hold ([tasks, largest size, ...]) still loads
+    padded = dict(state, data={k: v[:, :6].clone() for k, v in buf.data.items()})
+    old = TaskReplayBuffers(num_tasks=3, capacity=6, obs_dim=2, act_dim=1)
+    old.load_state_dict(padded)
+    assert all(torch.equal(x, y) for k in FIELDS for x, y in zip(_filled_entries(old)[k], _filled_entries(buf)[k]))
 
 
 # ------------------------------------------------------------------------------------------ bad input

@@ -108,17 +108,12 @@ class TaskReplayBuffers:
         return {key: store[rows, slot] for key, store in self.data.items()}
 
     def state_dict(self) -> dict:
-        """Filled entries only (up to the largest size; zeros past a task's own size, whose memory was
-        never written), and the pointers."""
-        used = int(self.size.max())
-        filled = torch.arange(used).unsqueeze(0) < self.size.unsqueeze(1)  # [num_tasks, used]
-
-        def part(v: torch.Tensor) -> torch.Tensor:
-            mask = filled.view(*filled.shape, *[1] * (v.dim() - 2))
-            return torch.where(mask, v[:, :used], torch.zeros((), dtype=v.dtype))
-
+        """Filled entries only, task after task (each task's first ``size`` slots, flattened to
+        [sum of sizes, ...]), and the pointers: a checkpoint grows with the stored transitions, not with
+        the largest task's size times the number of tasks."""
+        filled = self._filled()
         return {"capacity": self.capacity, "size": self.size.clone(), "next": self.next.clone(),
-                "data": {k: part(v) for k, v in self.data.items()}}
+                "data": {k: v[:, : filled.shape[1]][filled] for k, v in self.data.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         if state["capacity"] != self.capacity or state["size"].shape[0] != self.num_tasks:
@@ -126,5 +121,13 @@ class TaskReplayBuffers:
                              f"cannot be loaded into {self.num_tasks} x {self.capacity}")
         self.size = state["size"].clone()
         self.next = state["next"].clone()
+        filled = self._filled()
         for k, v in state["data"].items():
-            self.data[k][:, : v.shape[1]] = v
+            if v.dim() == self.data[k].dim():  # the padded [num_tasks, largest size, ...] form of older checkpoints
+                self.data[k][:, : v.shape[1]] = v
+            else:
+                self.data[k][:, : filled.shape[1]][filled] = v.to(self.data[k].dtype)
+
+    def _filled(self) -> Tensor:
+        """[num_tasks, largest size]: which of the first slots hold a transition."""
+        return torch.arange(int(self.size.max())).unsqueeze(0) < self.size.unsqueeze(1)
