@@ -400,7 +400,8 @@ def test_rng_state_moves_between_backends(ray):
         remote.close()
 
 
-def test_maml_iteration_on_ray_equals_local(ray):
+@pytest.mark.parametrize("config", ["navigation2d_maml", "navigation2d_promp"])
+def test_maml_iteration_on_ray_equals_local(ray, config):
     from metarl.experiment import build_experiment, load_config
     from metarl.sampling.ray_collector import RayCollector
 
@@ -408,11 +409,13 @@ def test_maml_iteration_on_ray_equals_local(ray):
                  "collector.num_workers=2"]
     params = {}
     for backend in ("auto", "ray"):
-        exp = build_experiment(load_config("experiments/navigation2d_maml.yaml", overrides + [f"collector.backend={backend}"]))
+        exp = build_experiment(load_config(f"experiments/{config}.yaml", overrides + [f"collector.backend={backend}"]))
         try:
             assert isinstance(exp.collector, RayCollector) == (backend == "ray")
+            before = {k: v.detach().clone() for k, v in exp.policy.params().items()}
             exp.algo.train_iteration(exp.task_rng)
             params[backend] = {k: v.detach().clone() for k, v in exp.policy.params().items()}
+            assert any(not torch.equal(before[k], params[backend][k]) for k in before)  # the update moved θ
         finally:
             exp.collector.close()
     for k in params["auto"]:
