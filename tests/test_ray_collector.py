@@ -400,13 +400,21 @@ def test_rng_state_moves_between_backends(ray):
         remote.close()
 
 
-@pytest.mark.parametrize("config", ["navigation2d_maml", "navigation2d_promp"])
-def test_maml_iteration_on_ray_equals_local(ray, config):
+SMALL = {
+    "maml": ["maml.meta_batch_size=4", "maml.episodes_per_task=4", "policy.hidden_sizes=[16]"],
+    # PEARL: initial prior-z data of 4 tasks, then one collection with z from the posterior (task inputs)
+    "pearl": ["pearl.num_train_tasks=4", "pearl.tasks_per_iteration=2", "pearl.gradient_steps=2", "pearl.meta_batch=2",
+              "pearl.batch_size=16", "pearl.context_batch_size=8", "pearl.hidden_sizes=[16]",
+              "pearl.encoder_hidden_sizes=[16]"],
+}
+
+
+@pytest.mark.parametrize("config", ["navigation2d_maml", "navigation2d_promp", "navigation2d_pearl"])
+def test_training_iteration_on_ray_equals_local(ray, config):
     from metarl.experiment import build_experiment, load_config
     from metarl.sampling.ray_collector import RayCollector
 
-    overrides = ["env.horizon=20", "maml.meta_batch_size=4", "maml.episodes_per_task=4", "policy.hidden_sizes=[16]",
-                 "collector.num_workers=2"]
+    overrides = ["env.horizon=20", "collector.num_workers=2", *SMALL["pearl" if "pearl" in config else "maml"]]
     params = {}
     for backend in ("auto", "ray"):
         exp = build_experiment(load_config(f"experiments/{config}.yaml", overrides + [f"collector.backend={backend}"]))
