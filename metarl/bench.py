@@ -4,8 +4,9 @@
   Gymnasium env stepped in a Python loop (``ratio_vs_single_env``; the target for Meta-World with
   ``--backend subproc`` on 2 cores is 1.7; with subproc also against W single-env loops run at once in W
   processes, ``fraction_of_parallel_limit``; for Meta-World also against one env running metaworld's own
-  per-step code, ``ratio_vs_metaworld_own_single_env``), and for natively batched MuJoCo envs against the open-loop
-  ``mujoco.rollout`` limit for the same model, batch size and thread count (``ratio``).
+  per-step code, ``ratio_vs_metaworld_own_single_env``), and for natively batched MuJoCo envs collected in this
+  process against the open-loop ``mujoco.rollout`` limit for the same model, batch size and thread count
+  (``ratio``). Each figure is timed once per round, rounds interleaved (``--repeats`` of them), best round each.
 * ``maml``: seconds per meta-iteration of a config (MAML, ProMP or pretraining), split into sampling / inner
   adaptation / outer update; with ``--compare`` a second config timed alternately in the same run and the ratio.
 * ``fvp``: the outer update's Fisher-vector products against the bare matmuls they
@@ -53,38 +54,53 @@ def bench_collect(env_id: str = "metarl/HalfCheetahVel-v0", num_tasks: int = 40,
     tasks = collector.sample_tasks(num_tasks, np.random.default_rng(0))
     policy = make_policy(collector.observation_space, collector.action_space, collector.supervised, hidden_sizes)
     collector.collect(policy, tasks, episodes_per_task)  # warm-up: builds the vector env and thread pool
-    best = float("inf")
-    for _ in range(repeats):
+    horizon, kwargs = collector.horizon, env_kwargs or {}
+    # the local vector env (Ray collects in its actors: no open-loop reference is built for it here)
+    venv = None if backend == "ray" else collector._venv(num_tasks * episodes_per_task)
+
+    def collector_rate() -> float:
         t = time.perf_counter()
         batch = collector.collect(policy, tasks, episodes_per_task)
-        best = min(best, time.perf_counter() - t)
-    steps = batch.num_steps
-    out = {"bench": "collect", "env": env_id, "batch": num_tasks * episodes_per_task, "horizon": collector.horizon,
-           "collector_steps_per_s": steps / best}
-    if backend in ("ray", "subproc"):
-        out["workers"] = collector.num_workers
-    # best of `repeats` like the collector's own figure, so both sides of the ratio get the same luck
-    single = max(_single_env_rate(env_id, collector.horizon, env_kwargs or {}) for _ in range(repeats))
-    out.update(gymnasium_single_env_steps_per_s=single, ratio_vs_single_env=out["collector_steps_per_s"] / single)
+        return batch.num_steps / (time.perf_counter() - t)
+
+    # Every figure timed against the collector, each arm once per round, rounds interleaved: a host whose
+    # speed drifts over minutes then moves both sides of a ratio alike. Each arm reports its best round.
+    arms = {"collector_steps_per_s": collector_rate,
+            "gymnasium_single_env_steps_per_s": lambda: _single_env_rate(env_id, horizon, kwargs)}
     if env_id.startswith("metarl/MetaWorld"):
         # The same loop with metaworld's own per-step code instead of our fast paths (envs/metaworld_fast.py):
         # what a user stepping metaworld's env gets, so this ratio counts both the cores and the fast paths.
-        own = max(_single_env_rate(env_id, collector.horizon, env_kwargs or {}, metaworld_own_code=True)
-                  for _ in range(repeats))
-        out.update(metaworld_own_code_single_env_steps_per_s=own,
-                   ratio_vs_metaworld_own_single_env=out["collector_steps_per_s"] / own)
+        arms["metaworld_own_code_single_env_steps_per_s"] = lambda: _single_env_rate(
+            env_id, horizon, kwargs, metaworld_own_code=True)
     if backend == "subproc":
         # What the cores give when each steps one env on its own: W single-env loops started together in W
         # processes. Measured, not assumed to be W x the single-env rate: shared caches, memory bandwidth,
         # clocks or SMT siblings can make busy cores slower each than one busy core.
-        parallel = max(_parallel_single_env_rate(env_id, collector.horizon, env_kwargs or {}, collector.num_workers)
-                       for _ in range(repeats))
-        out.update(parallel_single_env_steps_per_s=parallel,
-                   fraction_of_parallel_limit=out["collector_steps_per_s"] / parallel)
-    venv = collector._venv(num_tasks * episodes_per_task)
-    if hasattr(venv, "model") and hasattr(venv, "get_state"):
-        limit = _open_loop_limit(venv, collector.horizon, repeats)
-        out.update(open_loop_steps_per_s=limit, ratio=out["collector_steps_per_s"] / limit)
+        arms["parallel_single_env_steps_per_s"] = lambda: _parallel_single_env_rate(
+            env_id, horizon, kwargs, collector.num_workers)
+    if hasattr(venv, "model") and hasattr(venv, "get_state"):  # natively batched MuJoCo: the physics' own limit
+        arms["open_loop_steps_per_s"] = lambda: _open_loop_limit(venv, horizon, 1)
+    rounds = {name: [] for name in arms}
+    for _ in range(repeats):
+        for name, arm in arms.items():
+            rounds[name].append(arm())
+    best = {name: max(rates) for name, rates in rounds.items()}
+    ours = best["collector_steps_per_s"]
+    out = {"bench": "collect", "env": env_id, "batch": num_tasks * episodes_per_task, "horizon": horizon,
+           "collector_steps_per_s": ours, "rounds": repeats}
+    if backend in ("ray", "subproc"):
+        out["workers"] = collector.num_workers
+    single = best["gymnasium_single_env_steps_per_s"]
+    out.update(gymnasium_single_env_steps_per_s=single, ratio_vs_single_env=ours / single)
+    if "metaworld_own_code_single_env_steps_per_s" in best:
+        own = best["metaworld_own_code_single_env_steps_per_s"]
+        out.update(metaworld_own_code_single_env_steps_per_s=own, ratio_vs_metaworld_own_single_env=ours / own)
+    if "parallel_single_env_steps_per_s" in best:
+        parallel = best["parallel_single_env_steps_per_s"]
+        out.update(parallel_single_env_steps_per_s=parallel, fraction_of_parallel_limit=ours / parallel)
+    if "open_loop_steps_per_s" in best:
+        limit = best["open_loop_steps_per_s"]
+        out.update(open_loop_steps_per_s=limit, ratio=ours / limit)
     collector.close()
     return {**out, **_machine()}
 

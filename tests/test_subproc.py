@@ -189,6 +189,38 @@ def test_bench_collect_reports_the_ratio_to_one_gymnasium_env(capsys):
     assert result["fraction_of_parallel_limit"] == result["collector_steps_per_s"] / result["parallel_single_env_steps_per_s"]
 
 
+def test_bench_collect_interleaves_its_rounds(monkeypatch):
+    """Each figure is timed once per round, rounds interleaved, and each reports its best round: the ratios
+    are taken between figures timed side by side (a host that slows down midway moves both sides)."""
+    from metarl import bench
+
+    calls = []
+    original_collect = Collector.collect
+
+    def collect(self, *args, **kwargs):
+        calls.append("collector")
+        return original_collect(self, *args, **kwargs)
+
+    def single(env_id, horizon, kw, **options):
+        calls.append("single")
+        return {1: 100.0, 2: 300.0}[calls.count("single")]  # the second round is the better one
+
+    def open_loop(venv, horizon, repeats):
+        calls.append("open_loop")
+        assert venv.num_envs == 4 and horizon == 200 and repeats == 1
+        return 50.0 * calls.count("open_loop")
+
+    monkeypatch.setattr(Collector, "collect", collect)
+    monkeypatch.setattr(bench, "_single_env_rate", single)
+    monkeypatch.setattr(bench, "_open_loop_limit", open_loop)
+    out = bench.bench_collect("metarl/HalfCheetahVel-v0", num_tasks=2, episodes_per_task=2, repeats=2)
+    assert calls == ["collector"] + ["collector", "single", "open_loop"] * 2  # a warm-up, then the rounds
+    assert out["rounds"] == 2 and out["batch"] == 4 and out["horizon"] == 200
+    assert out["gymnasium_single_env_steps_per_s"] == 300.0 and out["open_loop_steps_per_s"] == 100.0
+    assert out["ratio_vs_single_env"] == out["collector_steps_per_s"] / 300.0
+    assert out["ratio"] == out["collector_steps_per_s"] / 100.0
+
+
 def test_parallel_single_env_loops_each_count_their_steps(monkeypatch, tmp_path):
     """The parallel ceiling is the sum of what each process measured, and a failing loop names its error."""
     from metarl import bench
