@@ -190,9 +190,9 @@ def _train(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> Path:
                     logger.log(iteration, stats)
                 if progress is not None:
                     progress.update(1)
-                    key = next((k for k in _PROGRESS_KEYS if k in stats), None)
-                    if key is not None:
-                        progress.set_postfix({key: f"{stats[key]:.3f}"})
+                    postfix = progress_postfix(stats)
+                    if postfix:
+                        progress.set_postfix(postfix)
                 if tc.checkpoint_every and iteration % tc.checkpoint_every == 0:
                     save_checkpoint(run_dir, iteration, _checkpoint_state(exp, iteration, env_steps), tc.keep_checkpoints)
             if not list_checkpoints(run_dir) or list_checkpoints(run_dir)[-1][0] != iteration:
@@ -207,6 +207,25 @@ def _train(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> Path:
 
 #: what the progress bar shows, the first one an algorithm reports
 _PROGRESS_KEYS = ("post_update/return", "post_update/loss", "return/trial", "train/return")
+
+
+def progress_postfix(stats: dict[str, float]) -> dict[str, str]:
+    """The figures on the progress line: the first of :data:`_PROGRESS_KEYS` the algorithm reports, then the
+    rate of each info indicator the env records (Meta-World's success, the metric papers report) after
+    adaptation: MAML's post-update rate, RL²'s in the last episode of a trial."""
+    key = next((k for k in _PROGRESS_KEYS if k in stats), None)
+    postfix = {} if key is None else {key: f"{stats[key]:.3f}"}
+    last_episode: dict[str, int] = {}
+    for k in stats:
+        if k.startswith("post_update/") and k.endswith("_rate"):
+            postfix[k] = f"{stats[k]:.2f}"
+        name, _, episode = k.partition("_rate/episode_")
+        if episode.isdigit():
+            last_episode[name] = max(last_episode.get(name, -1), int(episode))
+    for name, episode in last_episode.items():
+        k = f"{name}_rate/episode_{episode}"
+        postfix[k] = f"{stats[k]:.2f}"
+    return postfix
 
 
 def _check_finite(stats: dict[str, float], iteration: int, policy: torch.nn.Module | None = None) -> None:

@@ -6,7 +6,7 @@ import io
 
 from metarl.experiment import load_config
 from metarl.common.progress import ProgressLines, progress
-from metarl.train import train
+from metarl.train import progress_postfix, train
 
 
 class _Clock:
@@ -77,3 +77,16 @@ def test_training_writes_few_lines_to_a_log(tmp_path, capsys):
     lines = [line for line in err.splitlines() if line.startswith("meta-iterations")]
     assert [line.split(" ")[1] for line in lines] == [f"{4 * k}/40" for k in range(1, 11)]
     assert "post_update/loss=" in lines[-1] and "\r" not in err
+
+
+def test_the_progress_line_shows_the_success_rate_after_adaptation():
+    """Beside the return, the rate papers report on Meta-World: MAML's post-update rate, RL²'s in the last
+    episode of a trial (not the first, and not a pre-update rate)."""
+    maml = {"pre_update/return": 10.0, "post_update/return": 12.5, "pre_update/success_rate": 0.1,
+            "post_update/success_rate": 0.25, "kl": 0.01}
+    assert progress_postfix(maml) == {"post_update/return": "12.500", "post_update/success_rate": "0.25"}
+    rl2 = {"return/trial": 900.0, **{f"success_rate/episode_{k}": k / 20 for k in range(12)},
+           "return/episode_0": 80.0}
+    assert progress_postfix(rl2) == {"return/trial": "900.000", "success_rate/episode_11": "0.55"}
+    assert progress_postfix({"post_update/loss": 0.5}) == {"post_update/loss": "0.500"}  # no indicator: as before
+    assert progress_postfix({"kl": 0.01}) == {}
