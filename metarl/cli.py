@@ -323,14 +323,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 @contextlib.contextmanager
 def _one_line_warnings():
-    """Show metarl's own warnings (a skipped checkpoint) as one line; others as usual."""
+    """Show metarl's own warnings (a skipped checkpoint, a resume with other code) as one line; others as usual."""
     from metarl.common.checkpoint import CheckpointWarning
+    from metarl.common.provenance import ProvenanceWarning
 
     with warnings.catch_warnings():
         previous = warnings.showwarning
 
         def show(message, category, filename, lineno, file=None, line=None):
-            if issubclass(category, CheckpointWarning):
+            if issubclass(category, (CheckpointWarning, ProvenanceWarning)):
                 print(f"metarl: warning: {message}", file=sys.stderr)
             else:
                 previous(message, category, filename, lineno, file, line)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from metarl.common import provenance
 from metarl.common.checkpoint import CheckpointError, list_checkpoints, load_latest_checkpoint, save_checkpoint
 from metarl.common.config import config_to_dict, dump_yaml
 from metarl.common.logger import RunLogger
@@ -96,7 +97,7 @@ class _StopRequest:
             signal.signal(sig, old)
 
 
-_RUN_FILES = ("checkpoints", "tb", "eval", "progress.csv", "config.yaml")
+_RUN_FILES = ("checkpoints", "tb", "eval", "progress.csv", "config.yaml", provenance.FILE)
 
 
 def train(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
@@ -146,6 +147,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, resume: bool) -> Path:
         exp.collector.set_rng_state(state["collector_rng"])
     else:
         (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+    provenance.record_sitting(run_dir, start_iteration)  # the code and command of this part of the run
 
     logger = RunLogger(run_dir, resume_iteration=start_iteration if resume else None)
     tc = cfg.train
