@@ -29,7 +29,7 @@ from metarl.algos.oracle import OracleTrainer
 from metarl.algos.pearl import PEARL, PEARLConfig, TanhGaussianPolicy
 from metarl.algos.promp import ProMP, ProMPConfig
 from metarl.algos.rl2 import RL2, RL2Config
-from metarl.common import config
+from metarl.common import config, provenance
 from metarl.common.adaptation import GradientAdaptation, SharedPrefixes, test_time_inner_lrs
 from metarl.common.checkpoint import CheckpointError, list_checkpoints, load_latest_checkpoint
 from metarl.common.config import ConfigError, check_range, parse_override, set_by_path, validate_config
@@ -352,9 +352,11 @@ def evaluate_run(
         random_algo = MAML(random_policy, exp.collector, replace(cfg.maml, learn_inner_lr=False))
         curves["random"] = curve(random_algo, cfg, ev, "random")
     gradient_based = {method_name(cfg): exp.algo} if cfg.algo in GRADIENT_BASED else {}
+    scored_runs = [(run_dir, iteration)]  # for provenance.json
     for other in compare:
         other = Path(other)
-        ocfg, oexp, _ = load_run(other, None)
+        ocfg, oexp, oiteration = load_run(other, None)
+        scored_runs.append((other, oiteration))
         if ocfg.env.id != cfg.env.id:
             raise RunError(f"--compare {other}: its environment is {ocfg.env.id}, not {cfg.env.id}")
         if (_horizon(ocfg), ocfg.env.kwargs) != (_horizon(cfg), cfg.env.kwargs):
@@ -381,6 +383,8 @@ def evaluate_run(
         written += f", {key}.csv, {key}_per_task.csv, {key}.png" + (f", {key}_by_group.csv/png" if groups else "")
     if rates:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "provenance.json").write_text(json.dumps(provenance.evaluation_record(scored_runs), indent=2))
+    written += ", provenance.json"
     if gradient_based and supports_regression_fits(exp.collector):
         fit_tasks = test_tasks[:FIT_TASKS]
         # Same seed for every method: the same support and query points in every row of the figure.

@@ -70,3 +70,20 @@ def test_no_commit_outside_a_checkout(tmp_path):
         assert provenance.code_version(inner) == {"commit": None, "dirty": None}
         version = provenance.code_version(ROOT)
         assert version["commit"] == _git_head() and isinstance(version["dirty"], bool)
+
+
+def test_evaluate_writes_the_provenance_of_the_evaluation_and_of_every_run_scored(tmp_path, monkeypatch):
+    from metarl.experiment import evaluate_run
+
+    monkeypatch.chdir(ROOT)
+    run, other = tmp_path / "run", tmp_path / "other"
+    train(_config(2), run)
+    train(_config(1), other)
+    train(_config(2), other, resume=True)
+    evaluate_run(run, steps=1, tasks=2, compare=[other], out_dir=tmp_path / "eval", checkpoint=1)
+    record = json.loads((tmp_path / "eval" / "provenance.json").read_text())
+    assert record["evaluation"]["commit"] == _git_head() and "torch" in record["evaluation"]["versions"]
+    scored = record["runs"]
+    assert [(Path(r["run_dir"]), r["iteration"]) for r in scored] == [(run, 1), (other, 2)]
+    assert [[s["from_iteration"] for s in r["sittings"]] for r in scored] == [[0], [0, 1]]
+    assert scored[1]["sittings"] == provenance.read_sittings(other)

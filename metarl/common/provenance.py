@@ -8,6 +8,10 @@ of Python and of the libraries that decide the numbers, the host name and its CP
 
 A resume whose code differs from the previous sitting's (another commit, or uncommitted changes) is
 allowed, with a :class:`ProvenanceWarning`: an exact continuation is only promised for the same code.
+
+``metarl evaluate`` writes ``provenance.json`` beside its figures (:func:`evaluation_record`): the same
+fields for the evaluation itself, and for every run it scored the iteration evaluated and that run's
+sittings, so a published curve carries the code and commands of both its training and its evaluation.
 """
 
 from __future__ import annotations
@@ -61,6 +65,25 @@ def library_versions() -> dict:
     return versions
 
 
+def _this_process(argv: list[str] | None = None) -> dict:
+    return {
+        "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "argv": list(sys.argv if argv is None else argv),
+        **code_version(),
+        "versions": library_versions(),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+    }
+
+
+def evaluation_record(runs: list[tuple[str | Path, int]], argv: list[str] | None = None) -> dict:
+    """This evaluation's code and command, and for each (run directory, iteration evaluated) in ``runs`` (the
+    evaluated run first, then any compared ones) that run's sittings."""
+    return {"evaluation": _this_process(argv),
+            "runs": [{"run_dir": str(run_dir), "iteration": int(iteration), "sittings": read_sittings(run_dir)}
+                     for run_dir, iteration in runs]}
+
+
 def read_sittings(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / FILE
     if not path.exists():
@@ -71,15 +94,7 @@ def read_sittings(run_dir: str | Path) -> list[dict]:
 def record_sitting(run_dir: str | Path, from_iteration: int, argv: list[str] | None = None) -> dict:
     """Append this sitting's line to ``run_dir``/sittings.jsonl and return it; warn when it resumes the run
     with other code than the previous sitting's."""
-    record = {
-        "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "from_iteration": int(from_iteration),
-        "argv": list(sys.argv if argv is None else argv),
-        **code_version(),
-        "versions": library_versions(),
-        "host": platform.node(),
-        "cpus": os.cpu_count(),
-    }
+    record = {"from_iteration": int(from_iteration), **_this_process(argv)}
     previous = read_sittings(run_dir)
     if from_iteration > 0 and previous:
         last = previous[-1]
