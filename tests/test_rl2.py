@@ -489,3 +489,49 @@ def test_update_on_unpadded_trials_takes_the_fused_gru_and_matches_the_stepped_o
     algo.train_iteration(np.random.default_rng(1))
     exp.collector.close()
     assert seen and all(seen)
+
+
+def test_ppo_update_with_the_value_backward_on_a_thread_equals_one_joint_backward():
+    """The PPO step back-propagates the value term on a second thread; the parameters after an update equal
+    those of the textbook loop (one backward of policy_loss + value_coef * value_loss, clip, Adam) to rounding."""
+    import copy
+
+    from metarl.experiment import build_experiment, load_config
+
+    exp = build_experiment(load_config("experiments/tabular_mdp_rl2.yaml",
+                                       ["rl2.trials_per_iteration=4", "rl2.minibatches=2", "rl2.ppo_epochs=2"]))
+    algo = exp.algo
+    cfg = algo.cfg
+    batch = algo.collect(algo.collector.sample_tasks(4, np.random.default_rng(0)))
+    exp.collector.close()
+    with torch.no_grad():
+        values = algo.value_fn.forward_sequence(batch.policy_inputs, None)
+    adv, returns = trial_gae(batch.rewards, values, batch.valid, cfg.gamma, cfg.gae_lambda)
+    reference = copy.deepcopy(algo)
+    start_policy, start_value = copy.deepcopy(algo.policy), copy.deepcopy(algo.value_fn)
+
+    stats = algo._ppo(batch, adv, returns, np.random.default_rng(5), None)
+
+    rng = np.random.default_rng(5)  # the same minibatches
+    targets = reference.value_fn.normalize_targets(returns)
+    losses = []
+    for _ in range(cfg.ppo_epochs):
+        for cols in reference._minibatches(batch.num_columns, rng):
+            dist, v = reference._evaluate(batch, cols, None)
+            _, v_loss, total, _ = ppo_loss(dist.log_prob(batch.actions[:, cols]), batch.log_probs[:, cols], adv[:, cols],
+                                           dist.entropy(), v, targets[:, cols], batch.valid[:, cols], cfg.clip_range,
+                                           cfg.entropy_coef, cfg.value_coef)
+            reference.optimizer.zero_grad()
+            total.backward()
+            reference._clip(reference.policy.parameters())
+            reference._clip(reference.value_fn.parameters())
+            reference.optimizer.step()
+            losses.append(float(v_loss.detach()))
+    for (name, p), q in zip([*algo.policy.named_parameters(), *algo.value_fn.named_parameters()],
+                            [*reference.policy.parameters(), *reference.value_fn.parameters()]):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+    # both networks moved (an update that skipped either would also match a reference that skipped it)
+    for before, after in ((start_policy, algo.policy), (start_value, algo.value_fn)):
+        assert any(not torch.allclose(p, q) for p, q in zip(before.parameters(), after.parameters()))
+    assert stats["loss/value"] == pytest.approx(sum(losses) / len(losses), rel=1e-5)
+    assert copy.deepcopy(algo)._value_pool is None  # an algorithm that has updated can still be copied
