@@ -303,8 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env-kwarg", action="append", metavar="KEY=VALUE",
                    help="collect: environment keyword argument, e.g. env_name=push-v3; repeatable")
     p.add_argument("--workers", type=int, default=2, help="collect: worker processes (subproc) or Ray actors")
-    p.add_argument("--repeats", type=int, default=2, help="collect: timed rounds; each figure is timed once a round, rounds interleaved, "
-                        "the best round of each is reported")
+    p.add_argument("--repeats", type=int, default=2,
+                   help="collect: timed rounds (each figure once a round, rounds interleaved; best round each)")
     p.add_argument("--config", default=None,
                    help="maml, fvp, pearl: config to time (default experiments/navigation2d_maml.yaml for maml and fvp, "
                         "experiments/halfcheetah_vel_pearl.yaml for pearl)")
