@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import warnings
 from pathlib import Path
@@ -19,6 +20,9 @@ TINY = ["train.checkpoint_every=1", "train.show_progress=false", "maml.meta_batc
 
 
 def _git_head() -> str | None:
+    """This checkout's commit; None without git or outside a checkout (what provenance records then)."""
+    if shutil.which("git") is None:
+        return None
     out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
     return out.stdout.strip() if out.returncode == 0 else None
 
@@ -87,3 +91,23 @@ def test_evaluate_writes_the_provenance_of_the_evaluation_and_of_every_run_score
     assert [(Path(r["run_dir"]), r["iteration"]) for r in scored] == [(run, 1), (other, 2)]
     assert [[s["from_iteration"] for s in r["sittings"]] for r in scored] == [[0], [0, 1]]
     assert scored[1]["sittings"] == provenance.read_sittings(other)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_dirty_means_uncommitted_changes_to_metarls_own_sources(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True,
+                       capture_output=True)
+
+    (tmp_path / "metarl").mkdir()
+    (tmp_path / "metarl" / "algo.py").write_text("x = 1\n")
+    (tmp_path / "README.md").write_text("results\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "start")
+    assert provenance.code_version(tmp_path)["dirty"] is False
+    (tmp_path / "README.md").write_text("new results\n")  # docs and results do not change a run's numbers
+    assert provenance.code_version(tmp_path)["dirty"] is False
+    (tmp_path / "metarl" / "algo.py").write_text("x = 2\n")
+    version = provenance.code_version(tmp_path)
+    assert version["dirty"] is True and len(version["commit"]) == 40

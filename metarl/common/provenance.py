@@ -2,7 +2,7 @@
 
 Long trainings span sessions and machines, and a published figure needs the code and the command of every
 part of its run. Each line holds: when the sitting started (UTC), the iteration it started from, the command
-line, the commit of the metarl checkout that ran it and whether tracked files had uncommitted changes
+line, the commit of the metarl checkout that ran it and whether its sources had uncommitted changes
 (``commit`` is null when metarl is not run from a git checkout, e.g. installed from a wheel), the versions
 of Python and of the libraries that decide the numbers, the host name and its CPU count.
 
@@ -29,6 +29,8 @@ from pathlib import Path
 FILE = "sittings.jsonl"
 #: libraries whose versions can change a run's numbers (those installed are recorded)
 LIBRARIES = ("torch", "numpy", "gymnasium", "mujoco", "metaworld", "scipy", "ray")
+#: what decides a run's numbers in the checkout: the package, the task distributions and the pinned dependencies
+SOURCES = ("metarl", "envs", "pyproject.toml")
 #: the checkout metarl runs from: metarl/common/provenance.py -> its root
 CHECKOUT = Path(__file__).resolve().parents[2]
 
@@ -46,12 +48,13 @@ def _git(root: Path, *args: str) -> str | None:
 
 
 def code_version(root: Path = CHECKOUT) -> dict:
-    """``{"commit": sha or None, "dirty": bool or None}`` of the git checkout rooted at ``root``. A ``root``
-    that is not itself the top of a checkout (e.g. site-packages inside some other repository) gives None."""
+    """``{"commit": sha or None, "dirty": bool or None}`` of the git checkout rooted at ``root``; ``dirty``: whether
+    metarl's own tracked sources (:data:`SOURCES`) have uncommitted changes (results or docs do not count). A
+    ``root`` that is not itself the top of a checkout (e.g. site-packages inside some other repository) gives None."""
     top = _git(root, "rev-parse", "--show-toplevel")
     if top is None or Path(top).resolve() != Path(root).resolve():
         return {"commit": None, "dirty": None}
-    status = _git(root, "status", "--porcelain", "--untracked-files=no")
+    status = _git(root, "status", "--porcelain", "--untracked-files=no", "--", *SOURCES)
     return {"commit": _git(root, "rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
 
 
