@@ -111,3 +111,12 @@ def test_dirty_means_uncommitted_changes_to_metarls_own_sources(tmp_path):
     (tmp_path / "metarl" / "algo.py").write_text("x = 2\n")
     version = provenance.code_version(tmp_path)
     assert version["dirty"] is True and len(version["commit"]) == 40
+
+
+def test_an_overwritten_run_starts_its_sittings_afresh(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    run = tmp_path / "run"
+    train(_config(2), run)
+    train(_config(3), run, resume=True)
+    train(_config(1), run, overwrite=True)  # a new run in the same directory: the old sittings are not its own
+    assert [s["from_iteration"] for s in provenance.read_sittings(run)] == [0]
