@@ -24,6 +24,11 @@ benchmark's ``max_path_length`` (longer is refused). Reward: metaworld's ``rewar
 per step, and an episode succeeds if it succeeded at any step (``info_scalars`` tells the collector
 to record it; :meth:`metarl.sampling.collector.EpisodeBatch.episode_info_max`).
 
+Speed: a vector env of Meta-World tasks (:class:`MetaWorldVectorEnv`, what the collector builds in each
+worker process) steps its reach-v3 and push-v3 sub-environments together: metaworld's per-step Python (mocap,
+observation, shaped v2 reward) runs once per batch with numpy (``metaworld_vector.py``), with the same floats
+as the single env's step; other classes and the v1 rewards step one env at a time.
+
 Memory: every sub-environment holds its own MuJoCo model (about 21 MB for the Sawyer scenes, mostly
 textures; metaworld writes goal positions into the model, so models cannot be shared), so a collection
 of B columns needs about B x 21 MB. Switching a sub-environment to another task class takes an
@@ -40,7 +45,8 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from metarl.common.tasks import TaskEnv, check_sample_tasks_args, check_task_type
+from metarl.common.tasks import BatchedTaskEnv, TaskEnv, check_sample_tasks_args, check_task_type
+from metarl.envs.metaworld_vector import EpisodeState, has_batched_step, step_batch
 
 PIP_COMMAND = 'pip install -e ".[metaworld]"'
 BENCHMARKS = ("ML1", "ML10", "ML45")
@@ -236,3 +242,62 @@ class MetaWorldEnv(TaskEnv):
         if self._env is not None:  # not pooled: a closed collector frees its models
             self._env.close()
             self._env = None
+
+
+class MetaWorldVectorEnv(BatchedTaskEnv):
+    """``num_envs`` :class:`MetaWorldEnv` sub-environments (the ``batched_env_class``). Those whose current
+    metaworld env has a batched step (``metaworld_vector.has_batched_step``: reach-v3 and push-v3 with v2
+    rewards) step together through ``metaworld_vector.step_batch``, which does metaworld's per-step Python
+    once per batch with numpy and gives the same floats; the others step one at a time through
+    :meth:`MetaWorldEnv.step`. Resets never draw randomness (metaworld's are deterministic given the task),
+    so the sub-environments' streams are :class:`BatchedTaskEnv`'s, untouched. The info is what the collector
+    records, ``info_scalars``, on both paths."""
+
+    def __init__(self, num_envs: int, **env_kwargs: Any):
+        super().__init__(num_envs)
+        self.envs = [MetaWorldEnv(**env_kwargs) for _ in range(self.num_envs)]
+        self.single_observation_space = self.envs[0].observation_space
+        self.single_action_space = self.envs[0].action_space
+        self._done = np.zeros(self.num_envs, dtype=bool)
+        self._obs = np.zeros((self.num_envs, OBS_DIM))
+        self._state: EpisodeState | None = None  # of the envs with a batched step, built at every reset
+        self._state_rows = np.zeros(self.num_envs, dtype=np.int64)
+
+    def _tasks_changed(self) -> None:
+        for env, task in zip(self.envs, self.tasks):
+            env.set_task(task)
+
+    def reset(self):
+        self._obs = np.stack([env.reset()[0] for env in self.envs])
+        self._done[:] = False
+        batched = [has_batched_step(env._env) for env in self.envs]
+        # ML10/ML45 mix classes: the state holds the envs with a batched step, in order
+        self._state = EpisodeState([env._env for env, b in zip(self.envs, batched) if b]) if any(batched) else None
+        self._state_rows = np.cumsum(batched) - 1  # env i's row in the state (when it is in it)
+        return self._obs.copy(), {}
+
+    def step(self, actions):
+        n = self.num_envs
+        actions = np.asarray(actions)
+        reward, success = np.zeros(n), np.zeros(n)
+        terminated, truncated = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        groups: dict[type, list[int]] = {}
+        for i in np.flatnonzero(~self._done).tolist():  # finished episodes are masked: not stepped
+            inner = self.envs[i]._current()
+            if has_batched_step(inner):
+                groups.setdefault(type(inner), []).append(i)
+                continue
+            obs, reward[i], terminated[i], truncated[i], info = self.envs[i].step(actions[i])
+            self._obs[i], success[i] = obs, info["success"]
+        for rows in groups.values():
+            step = step_batch(self._state, self._state_rows[rows], actions[rows])
+            self._obs[rows], reward[rows], truncated[rows], success[rows] = step
+        self._done |= terminated | truncated
+        return self._obs.copy(), reward, terminated, truncated, {"success": success}
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+MetaWorldEnv.batched_env_class = MetaWorldVectorEnv
