@@ -2,7 +2,7 @@
 
 A metaworld step spends about two thirds of its time in Python (setting the mocap, assembling the
 observation, the shaped reward with its tolerance and Hamacher-product helpers) and a third in MuJoCo
-(profile of one push-v3 env: ~430 µs a step, ``mj_step`` ~100 µs of it). A lock-step collection runs the
+(cProfile of one push-v3 env, with metarl's fast paths: ~430 µs a step, ``mj_step`` ~100-120 µs of it). A lock-step collection runs the
 same class of env in every column, so :class:`MetaWorldVectorEnv` (the ``batched_env_class`` of
 :class:`~metarl.envs.metaworld.MetaWorldEnv`) keeps one Python loop over the envs for what must be done per
 env (writing the mocap and the gripper control, MuJoCo's step and forward pass, reading body, site and geom
@@ -18,7 +18,7 @@ positions) and does the rest for all of them at once, with the same arithmetic a
 
 So a batched episode gives the single env's observations, rewards and successes bit for bit
 (tests/test_metaworld_vector.py replays episodes on both). Classes with a batched step:
-:data:`BATCHED_CLASSES` (the ML1 tasks of our results, v2 rewards); any other class, or the v1 rewards,
+:data:`BATCHED_CLASSES` (reach-v3, push-v3 and pick-place-v3, the ML1 tasks of our configs, v2 rewards); any other class, or the v1 rewards,
 step one env at a time through metaworld's own ``step``, as :class:`GymLoopVectorEnv` does. The info
 returned is what the collector records (``MetaWorldEnv.info_scalars``: ``success``) on both paths.
 """
@@ -134,9 +134,14 @@ def _gripper_caging_high_density(b: _Batch, obj: np.ndarray, obj_radius: float, 
     xz = [0, 2]
     caging_xz_margin = row_norms(obj_init[:, xz] - b.const("init_tcp")[:, xz]) - xz_thresh
     caging_xz = tolerance(row_norms(b.tcp[:, xz] - obj[:, xz]), 0, xz_thresh, caging_xz_margin)
-    caging = hamacher(caging_y, caging_xz)
-    g = b.actions[:, -1]  # float32
-    # gripper_closed: the float32 action in (0, 1], 1.0 above, 0.0 at or below 0
+    return _caging_and_gripping(hamacher(caging_y, caging_xz), b.actions[:, -1])
+
+
+def _caging_and_gripping(caging: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The end of both caging rewards: ``(hamacher(caging, gripping) + caging) / 2`` with ``gripping`` the
+    gripper action ``g`` (float32) clipped to [0, 1] where ``caging > 0.97``, else 0. The clipping keeps the
+    float32 action in (0, 1] (Python's ``min(max(0, a), 1)`` returns it), and then the rest is float32
+    arithmetic; those rows are marked in the returned mask."""
     grip32 = (caging > 0.97) & (g > 0) & (g <= 1)
     grip64 = np.where((caging > 0.97) & (g > 1), 1.0, 0.0)
     out = (hamacher(caging, grip64) + caging) / 2
@@ -168,11 +173,57 @@ def _push_v2(b: _Batch) -> tuple[np.ndarray, np.ndarray]:
     return reward, (target_to_obj <= radius).astype(np.float64)
 
 
+def _pick_place_caging(b: _Batch, obj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``SawyerPickPlaceEnvV3._gripper_caging_reward`` (its own version); float32 rows as the push one's."""
+    pad_margin, xz_margin, obj_radius = 0.05, 0.005, 0.015
+    # metaworld's "initial" pads are views of the live body positions (get_body_com returns data.body().xpos),
+    # so they are the current pads; a copy stored instead (not a view) is used as stored
+    live = b.state.live_init_pads[b.rows][:, None]
+    init_left = np.where(live, b.left_pad, b.const("init_left_pad"))
+    init_right = np.where(live, b.right_pad, b.const("init_right_pad"))
+    right_margin = np.abs(np.abs(obj[:, 1] - init_right[:, 1]) - pad_margin)
+    left_margin = np.abs(np.abs(obj[:, 1] - init_left[:, 1]) - pad_margin)
+    right = tolerance(obj[:, 1] - b.right_pad[:, 1], obj_radius, pad_margin, right_margin)
+    left = tolerance(b.left_pad[:, 1] - obj[:, 1], obj_radius, pad_margin, left_margin)
+    y_caging = hamacher(left, right)
+
+    def xz(v):  # v + [0, -v_y, 0], as metaworld: 3-vectors with a zero middle, so the norms are its norms
+        out = v.copy()
+        out[:, 1] = v[:, 1] + -v[:, 1]
+        return out
+
+    tcp_obj_xz = row_norms(xz(b.tcp) - xz(obj))
+    obj_init = b.const("obj_init_pos")
+    margin = row_norms(xz(obj_init) - xz(b.const("init_tcp"))) - xz_margin
+    x_z_caging = tolerance(tcp_obj_xz, 0, xz_margin, margin)
+    return _caging_and_gripping(hamacher(y_caging, x_z_caging), b.actions[:, -1])
+
+
+def _pick_place_v2(b: _Batch) -> tuple[np.ndarray, np.ndarray]:
+    """``SawyerPickPlaceEnvV3.compute_reward`` (v2) and its success (within 0.07): reward, success."""
+    obj, tcp_opened = b.obs[:, 4:7], b.obs[:, 3]
+    target, obj_init = b.const("_target_pos"), b.const("obj_init_pos")
+    obj_to_target = row_norms(obj - target)
+    tcp_to_obj = row_norms(obj - b.tcp)
+    in_place = tolerance(obj_to_target, 0, 0.05, row_norms(obj_init - target))
+    grasped, f32 = _pick_place_caging(b, obj)
+    reward = hamacher(grasped, in_place)
+    bonus = (tcp_to_obj < 0.02) & (tcp_opened > 0) & (obj[:, 2] - 0.01 > obj_init[:, 2])
+    reward = np.where(bonus, reward + (1.0 + 5.0 * in_place), reward)
+    if f32.any():  # hamacher(float32, python float) and the bonus in float32
+        r32 = hamacher(grasped[f32].astype(np.float32), in_place[f32].astype(np.float32))
+        r32 = np.where(bonus[f32], r32 + (1.0 + 5.0 * in_place[f32]).astype(np.float32), r32)
+        reward[f32] = r32
+    reward = np.where(obj_to_target < 0.05, 10.0, reward)
+    return reward, (obj_to_target <= 0.07).astype(np.float64)
+
+
 def _batched_classes() -> dict[type, Callable[[_Batch], tuple[np.ndarray, np.ndarray]]]:
+    from metaworld.envs.sawyer_pick_place_v3 import SawyerPickPlaceEnvV3
     from metaworld.envs.sawyer_push_v3 import SawyerPushEnvV3
     from metaworld.envs.sawyer_reach_v3 import SawyerReachEnvV3
 
-    return {SawyerReachEnvV3: _reach_v2, SawyerPushEnvV3: _push_v2}
+    return {SawyerReachEnvV3: _reach_v2, SawyerPushEnvV3: _push_v2, SawyerPickPlaceEnvV3: _pick_place_v2}
 
 
 #: env class -> its v2 reward and success on a batch (filled on first use: metaworld is an optional extra)
@@ -207,7 +258,7 @@ class EpisodeState:
     step (mocap positions, the previous frame of the observation). Build a new one after every reset."""
 
     #: per-env constants of the rewards (None in a class that does not use it: NaN rows)
-    CONSTANTS = ("_target_pos", "obj_init_pos", "init_tcp", "hand_init_pos")
+    CONSTANTS = ("_target_pos", "obj_init_pos", "init_tcp", "hand_init_pos", "init_left_pad", "init_right_pad")
 
     def __init__(self, envs: list):
         self.envs = list(envs)
@@ -217,6 +268,9 @@ class EpisodeState:
         self.constants = {name: np.stack([nan3 if getattr(e, name, None) is None else np.asarray(getattr(e, name),
                                                                                               dtype=np.float64)
                                           for e in envs]) for name in self.CONSTANTS}
+        self.live_init_pads = np.array([all(np.shares_memory(getattr(e, name), d.xpos)
+                                            for name in ("init_left_pad", "init_right_pad"))
+                                        for e, d in zip(envs, self.datas)])
         self.mocap = np.stack([d.mocap_pos[0] for d in self.datas])
         self.mocap_low = np.stack([e.mocap_low for e in envs])
         self.mocap_high = np.stack([e.mocap_high for e in envs])

@@ -3,7 +3,8 @@
 * ``collect``: env-steps/s of the Collector (policy in the loop, all columns in parallel) against one
   Gymnasium env stepped in a Python loop (``ratio_vs_single_env``; the target for Meta-World with
   ``--backend subproc`` on 2 cores is 1.7; with subproc also against W single-env loops run at once in W
-  processes, ``fraction_of_parallel_limit``; for Meta-World also against one env running metaworld's own
+  processes, ``fraction_of_parallel_limit``: the limit of stepping envs one at a time, which a vector env
+  that steps many envs' Python at once, as Meta-World reach-v3, push-v3 and pick-place-v3 do, can pass; for Meta-World also against one env running metaworld's own
   per-step code, ``ratio_vs_metaworld_own_single_env``), and for natively batched MuJoCo envs collected in this
   process against the open-loop ``mujoco.rollout`` limit for the same model, batch size and thread count
   (``ratio``). Each figure is timed once per round, rounds interleaved (``--repeats`` of them), best round each.

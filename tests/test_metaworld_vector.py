@@ -1,4 +1,5 @@
-"""envs/metaworld_vector.py: Meta-World envs stepped together give the single envs' results bit for bit.
+"""envs/metaworld_vector.py: Meta-World envs stepped together give the single envs' results bit for bit
+(reach-v3, push-v3 and pick-place-v3, the classes with a batched step).
 
 The batched step does metaworld's per-step arithmetic with numpy in the same order (and takes every norm
 through the same BLAS call as metaworld, every ``** 2`` through the same libm ``pow``), so on one machine the
@@ -61,19 +62,19 @@ def _replay(env_id: str, tasks, steps: int, **kwargs):
     return venv, singles, batched, single
 
 
-@pytest.mark.parametrize("env_name", ["reach-v3", "push-v3"])
+@pytest.mark.parametrize("env_name", ["reach-v3", "push-v3", "pick-place-v3"])
 def test_batched_steps_equal_the_single_envs_bit_for_bit(env_name, monkeypatch):
     from metarl.envs import metaworld_vector
 
-    float32_rows = []  # rows where the push reward's gripper term is float32 arithmetic
-    caging = metaworld_vector._gripper_caging_high_density
+    float32_rows = []  # rows where the caging reward's gripper term is float32 arithmetic
+    caging = metaworld_vector._caging_and_gripping
 
     def counted(*args, **kwargs):
         out, f32 = caging(*args, **kwargs)
         float32_rows.append(int(f32.sum()))
         return out, f32
 
-    monkeypatch.setattr(metaworld_vector, "_gripper_caging_high_density", counted)
+    monkeypatch.setattr(metaworld_vector, "_caging_and_gripping", counted)
     env = gym.make(ML1, env_name=env_name).unwrapped
     tasks = env.sample_tasks(6, np.random.default_rng(0))
     venv, _, batched, single = _replay(ML1, tasks, 150, env_name=env_name)
@@ -84,8 +85,8 @@ def test_batched_steps_equal_the_single_envs_bit_for_bit(env_name, monkeypatch):
     success = np.stack([s[3] for s in single[1:]])
     rewards = np.stack([s[1] for s in single[1:]])
     assert success.any(0).sum() >= 4 and (rewards == 10).any()  # the scripted episodes succeed
-    if env_name == "push-v3":
-        assert sum(float32_rows) > 100 and ((rewards > 3) & (rewards < 10)).any()  # grasped, with the bonus
+    if env_name != "reach-v3":  # grasped (float32 rows), and the bonus for the object at the gripper
+        assert sum(float32_rows) > 100 and ((rewards > 1) & (rewards < 10)).any()
     obs = np.stack([b[0] for b in batched])
     assert np.ptp(obs[:, :, 7:11], axis=0).max() > 0  # the object's quaternion moved (push) or is read (reach)
 
@@ -113,15 +114,15 @@ def test_episode_end_and_the_step_past_it():
 
 
 def test_other_classes_and_v1_rewards_take_metaworlds_own_step():
-    """ML10 mixes batched classes (reach, push) with others in one vector env; v1 rewards are never batched.
-    Both paths in one step give the single envs' results."""
+    """ML10 mixes batched classes (reach, push, pick-place) with others in one vector env; v1 rewards are never
+    batched. Both paths in one step give the single envs' results."""
     from metarl.envs import metaworld_vector
 
     env = gym.make(ML10).unwrapped
     tasks = env.sample_tasks(40, np.random.default_rng(3))
     names = [t.env_name for t in tasks]
-    picked = [names.index("reach-v3"), names.index("push-v3")] + [i for i, n in enumerate(names)
-                                                                    if n not in ("reach-v3", "push-v3")][:2]
+    batched = ("reach-v3", "push-v3", "pick-place-v3")
+    picked = [names.index("reach-v3"), names.index("push-v3")] + [i for i, n in enumerate(names) if n not in batched][:2]
     tasks = [tasks[i] for i in picked]
     venv, _, batched, single = _replay(ML10, tasks, 60)
     assert [metaworld_vector.has_batched_step(e._env) for e in venv.envs] == [True, True, False, False]
