@@ -261,7 +261,9 @@ class MetaWorldVectorEnv(BatchedTaskEnv):
         self._done = np.zeros(self.num_envs, dtype=bool)
         self._obs = np.zeros((self.num_envs, OBS_DIM))
         self._state: EpisodeState | None = None  # of the envs with a batched step, built at every reset
-        self._state_rows = np.zeros(self.num_envs, dtype=np.int64)
+        self._state_rows = np.zeros(self.num_envs, dtype=np.int64)  # env i's row in the state (when in it)
+        self._groups: list[np.ndarray] = []  # the envs with a batched step, one index array per class
+        self._one_at_a_time = np.arange(self.num_envs)  # the others
 
     def _tasks_changed(self) -> None:
         for env, task in zip(self.envs, self.tasks):
@@ -270,10 +272,15 @@ class MetaWorldVectorEnv(BatchedTaskEnv):
     def reset(self):
         self._obs = np.stack([env.reset()[0] for env in self.envs])
         self._done[:] = False
-        batched = [has_batched_step(env._env) for env in self.envs]
+        # the classes are the tasks', fixed until the next set_tasks: grouped once per episode, not per step
+        batched = np.array([has_batched_step(env._env) for env in self.envs])
         # ML10/ML45 mix classes: the state holds the envs with a batched step, in order
-        self._state = EpisodeState([env._env for env, b in zip(self.envs, batched) if b]) if any(batched) else None
-        self._state_rows = np.cumsum(batched) - 1  # env i's row in the state (when it is in it)
+        self._state = EpisodeState([self.envs[i]._env for i in np.flatnonzero(batched)]) if batched.any() else None
+        self._state_rows = np.cumsum(batched) - 1
+        classes = [type(env._env) for env in self.envs]
+        self._groups = [np.flatnonzero(batched & np.array([c is cls for c in classes]))
+                        for cls in dict.fromkeys(c for c, b in zip(classes, batched) if b)]
+        self._one_at_a_time = np.flatnonzero(~batched)
         return self._obs.copy(), {}
 
     def step(self, actions):
@@ -281,17 +288,15 @@ class MetaWorldVectorEnv(BatchedTaskEnv):
         actions = np.asarray(actions)
         reward, success = np.zeros(n), np.zeros(n)
         terminated, truncated = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-        groups: dict[type, list[int]] = {}
-        for i in np.flatnonzero(~self._done).tolist():  # finished episodes are masked: not stepped
-            inner = self.envs[i]._current()
-            if has_batched_step(inner):
-                groups.setdefault(type(inner), []).append(i)
-                continue
+        running = ~self._done  # finished episodes are masked by the collector: not stepped
+        for i in self._one_at_a_time[running[self._one_at_a_time]].tolist():
             obs, reward[i], terminated[i], truncated[i], info = self.envs[i].step(actions[i])
             self._obs[i], success[i] = obs, info["success"]
-        for rows in groups.values():
-            step = step_batch(self._state, self._state_rows[rows], actions[rows])
-            self._obs[rows], reward[rows], truncated[rows], success[rows] = step
+        for rows in self._groups:
+            rows = rows[running[rows]]
+            if len(rows):
+                step = step_batch(self._state, self._state_rows[rows], actions[rows])
+                self._obs[rows], reward[rows], truncated[rows], success[rows] = step
         self._done |= terminated | truncated
         return self._obs.copy(), reward, terminated, truncated, {"success": success}
 
