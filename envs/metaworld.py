@@ -46,7 +46,6 @@ import gymnasium as gym
 import numpy as np
 
 from metarl.common.tasks import BatchedTaskEnv, TaskEnv, check_sample_tasks_args, check_task_type
-from metarl.envs.metaworld_vector import EpisodeState, has_batched_step, step_batch
 
 PIP_COMMAND = 'pip install -e ".[metaworld]"'
 BENCHMARKS = ("ML1", "ML10", "ML45")
@@ -255,12 +254,16 @@ class MetaWorldVectorEnv(BatchedTaskEnv):
 
     def __init__(self, num_envs: int, **env_kwargs: Any):
         super().__init__(num_envs)
-        self.envs = [MetaWorldEnv(**env_kwargs) for _ in range(self.num_envs)]
+        self.envs = [MetaWorldEnv(**env_kwargs) for _ in range(self.num_envs)]  # without the extra: the pip line
+        # imported here, not at the top: it needs scipy, which comes with the extra
+        from metarl.envs import metaworld_vector
+
+        self._batched = metaworld_vector
         self.single_observation_space = self.envs[0].observation_space
         self.single_action_space = self.envs[0].action_space
         self._done = np.zeros(self.num_envs, dtype=bool)
         self._obs = np.zeros((self.num_envs, OBS_DIM))
-        self._state: EpisodeState | None = None  # of the envs with a batched step, built at every reset
+        self._state = None  # metaworld_vector.EpisodeState of the envs with a batched step, built at every reset
         self._state_rows = np.zeros(self.num_envs, dtype=np.int64)  # env i's row in the state (when in it)
         self._groups: list[np.ndarray] = []  # the envs with a batched step, one index array per class
         self._one_at_a_time = np.arange(self.num_envs)  # the others
@@ -273,9 +276,10 @@ class MetaWorldVectorEnv(BatchedTaskEnv):
         self._obs = np.stack([env.reset()[0] for env in self.envs])
         self._done[:] = False
         # the classes are the tasks', fixed until the next set_tasks: grouped once per episode, not per step
-        batched = np.array([has_batched_step(env._env) for env in self.envs])
+        batched = np.array([self._batched.has_batched_step(env._env) for env in self.envs])
         # ML10/ML45 mix classes: the state holds the envs with a batched step, in order
-        self._state = EpisodeState([self.envs[i]._env for i in np.flatnonzero(batched)]) if batched.any() else None
+        batched_envs = [self.envs[i]._env for i in np.flatnonzero(batched)]
+        self._state = self._batched.EpisodeState(batched_envs) if batched_envs else None
         self._state_rows = np.cumsum(batched) - 1
         classes = [type(env._env) for env in self.envs]
         self._groups = [np.flatnonzero(batched & np.array([c is cls for c in classes]))
@@ -295,7 +299,7 @@ class MetaWorldVectorEnv(BatchedTaskEnv):
         for rows in self._groups:
             rows = rows[running[rows]]
             if len(rows):
-                step = step_batch(self._state, self._state_rows[rows], actions[rows])
+                step = self._batched.step_batch(self._state, self._state_rows[rows], actions[rows])
                 self._obs[rows], reward[rows], truncated[rows], success[rows] = step
         self._done |= terminated | truncated
         return self._obs.copy(), reward, terminated, truncated, {"success": success}
