@@ -44,7 +44,7 @@ test-all: install
 
 # The Meta-World tests (skipped by `make test`, which has no metaworld) and the cheetah tests under mujoco 3.3.0.
 test-metaworld: $(VENV_MW)/bin/metarl
-	$(VENV_MW)/bin/python -m pytest -q tests/test_metaworld.py tests/test_metaworld_fast.py tests/test_half_cheetah.py
+	$(VENV_MW)/bin/python -m pytest -q tests/test_metaworld.py tests/test_metaworld_fast.py tests/test_metaworld_vector.py tests/test_half_cheetah.py
 
 clean:
 	rm -rf $(VENV) $(VENV_MW) runs build *.egg-info
