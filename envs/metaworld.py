@@ -25,9 +25,10 @@ per step, and an episode succeeds if it succeeded at any step (``info_scalars`` 
 to record it; :meth:`metarl.sampling.collector.EpisodeBatch.episode_info_max`).
 
 Speed: a vector env of Meta-World tasks (:class:`MetaWorldVectorEnv`, what the collector builds in each
-worker process) steps its reach-v3, push-v3 and pick-place-v3 sub-environments together: metaworld's per-step Python (mocap,
-observation, shaped v2 reward) runs once per batch with numpy (``metaworld_vector.py``), with the same floats
-as the single env's step; other classes and the v1 rewards step one env at a time.
+worker process) steps its reach-v3, push-v3 and pick-place-v3 sub-environments together: metaworld's
+per-step Python (mocap, observation, shaped v2 reward) runs once per batch with numpy
+(``metaworld_vector.py``), with the same floats as the single env's step; other classes and the v1 rewards
+step one env at a time.
 
 Memory: every sub-environment holds its own MuJoCo model (about 21 MB for the Sawyer scenes, mostly
 textures; metaworld writes goal positions into the model, so models cannot be shared), so a collection
@@ -247,8 +248,8 @@ class MetaWorldVectorEnv(BatchedTaskEnv):
     """``num_envs`` :class:`MetaWorldEnv` sub-environments (the ``batched_env_class``). Those whose current
     metaworld env has a batched step (``metaworld_vector.has_batched_step``: reach-v3, push-v3 and
     pick-place-v3 with v2 rewards) step together through ``metaworld_vector.step_batch``, which does
-    metaworld's per-step Python once per batch with numpy and gives the same floats; the others step one at a time through
-    :meth:`MetaWorldEnv.step`. Resets never draw randomness (metaworld's are deterministic given the task),
+    metaworld's per-step Python once per batch with numpy and gives the same floats; the others step one at
+    a time through :meth:`MetaWorldEnv.step`. Resets never draw randomness (metaworld's are deterministic given the task),
     so the sub-environments' streams are :class:`BatchedTaskEnv`'s, untouched. The info is what the collector
     records, ``info_scalars``, on both paths."""
 

@@ -2,25 +2,26 @@
 
 A metaworld step spends about two thirds of its time in Python (setting the mocap, assembling the
 observation, the shaped reward with its tolerance and Hamacher-product helpers) and a third in MuJoCo
-(cProfile of one push-v3 env, with metarl's fast paths: ~430 µs a step, ``mj_step`` ~100-120 µs of it). A lock-step collection runs the
-same class of env in every column, so :class:`MetaWorldVectorEnv` (the ``batched_env_class`` of
-:class:`~metarl.envs.metaworld.MetaWorldEnv`) keeps one Python loop over the envs for what must be done per
-env (writing the mocap and the gripper control, MuJoCo's step and forward pass, reading body, site and geom
-positions) and does the rest for all of them at once, with the same arithmetic as metaworld's code:
+(cProfile of one push-v3 env with metarl's fast paths: ~430 µs a step, ``mj_step`` ~100-120 µs of it). A
+lock-step collection runs the same class of env in many columns, so :class:`~metarl.envs.metaworld.MetaWorldVectorEnv`
+keeps one Python loop over the envs for what must be done per env (writing the mocap and the gripper
+control, MuJoCo's step and forward pass, reading body, site and geom positions) and does the rest for all of
+them at once (:func:`step_batch`), with the same arithmetic as metaworld's code:
 
-* the same elementwise float64 operations in the same order (and the same float32 ones where metaworld's
-  push reward mixes in the float32 gripper action: NumPy 2 computes ``python_float + np.float32`` in
-  float32);
+* the same elementwise float64 operations in the same order, and float32 ones where metaworld's caging
+  rewards (push, pick-place) mix in the float32 gripper action (NumPy 2 computes ``python_float +
+  np.float32`` in float32);
 * every vector norm as metaworld takes it, ``sqrt(v.dot(v))`` on a contiguous vector: ``np.linalg.norm``
-  calls BLAS ``ddot``, whose kernel may fuse multiply-adds, so a numpy row-sum would differ in the last bit
-  (about one norm in ten on x86-64);
+  calls BLAS ``ddot``, whose kernel may fuse multiply-adds, so a numpy row sum would differ in the last bit
+  (about one norm in ten on this x86-64 machine); every scalar ``** 2`` through libm's ``pow``
+  (:func:`_squares`);
 * the object quaternion with :func:`~metarl.envs.metaworld_fast.quat_from_matrix`'s arithmetic, vectorized.
 
-So a batched episode gives the single env's observations, rewards and successes bit for bit
+So a batched episode gives the single env's observations, rewards and successes bit for bit on any machine
 (tests/test_metaworld_vector.py replays episodes on both). Classes with a batched step:
-:data:`BATCHED_CLASSES` (reach-v3, push-v3 and pick-place-v3, the ML1 tasks of our configs, v2 rewards); any other class, or the v1 rewards,
-step one env at a time through metaworld's own ``step``, as :class:`GymLoopVectorEnv` does. The info
-returned is what the collector records (``MetaWorldEnv.info_scalars``: ``success``) on both paths.
+:data:`BATCHED_CLASSES` (reach-v3, push-v3 and pick-place-v3, the ML1 tasks of our configs), v2 rewards
+only; the vector env steps any other class, and the v1 rewards, one env at a time through metaworld's own
+``step``. It returns what the collector records (``MetaWorldEnv.info_scalars``: ``success``) on both paths.
 """
 
 from __future__ import annotations
