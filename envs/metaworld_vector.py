@@ -17,8 +17,8 @@ them at once (:func:`step_batch`), with the same arithmetic as metaworld's code:
   (:func:`_squares`);
 * the object quaternion with :func:`~metarl.envs.metaworld_fast.quat_from_matrix`'s arithmetic, vectorized.
 
-So a batched episode gives the single env's observations, rewards and successes bit for bit on any machine
-(tests/test_metaworld_vector.py replays episodes on both). Classes with a batched step:
+So a batched episode gives the single env's observations, rewards and successes bit for bit, on whatever
+machine both run (tests/test_metaworld_vector.py replays episodes on both). Classes with a batched step:
 :data:`BATCHED_CLASSES` (reach-v3, push-v3 and pick-place-v3, the ML1 tasks of our configs), v2 rewards
 only; the vector env steps any other class, and the v1 rewards, one env at a time through metaworld's own
 ``step``. It returns what the collector records (``MetaWorldEnv.info_scalars``: ``success``) on both paths.
@@ -119,7 +119,7 @@ def _reach_v2(b: _Batch) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _gripper_caging_high_density(b: _Batch, obj: np.ndarray, obj_radius: float, pad_success_thresh: float,
-                                 xz_thresh: float) -> np.ndarray:
+                                 xz_thresh: float) -> tuple[np.ndarray, np.ndarray]:
     """``SawyerXYZEnv._gripper_caging_reward(..., high_density=True)`` with the default gripper effort 1.
 
     Its result is float32 where the gripper term enters (metaworld: ``min(max(0, a), 1.0) / 1.0`` keeps the
@@ -231,11 +231,15 @@ def _batched_classes() -> dict[type, Callable[[_Batch], tuple[np.ndarray, np.nda
 BATCHED_CLASSES: dict[type, Callable[[_Batch], tuple[np.ndarray, np.ndarray]]] = {}
 
 
-def has_batched_step(env) -> bool:
-    """Whether :func:`step_batch` can step this metaworld env (its class is batched, its rewards v2)."""
+def _reward_functions() -> dict[type, Callable[[_Batch], tuple[np.ndarray, np.ndarray]]]:
     if not BATCHED_CLASSES:
         BATCHED_CLASSES.update(_batched_classes())
-    return type(env) in BATCHED_CLASSES and env.reward_function_version == "v2"
+    return BATCHED_CLASSES
+
+
+def has_batched_step(env) -> bool:
+    """Whether :func:`step_batch` can step this metaworld env (its class is batched, its rewards v2)."""
+    return type(env) in _reward_functions() and env.reward_function_version == "v2"
 
 
 class _ClassIds:
@@ -287,7 +291,8 @@ class _Batch:
     def __init__(self, state: EpisodeState, rows: np.ndarray, cls: type, xpos: np.ndarray, site_xpos: np.ndarray,
                  obs: np.ndarray, actions: np.ndarray):
         self.state, self.rows, self.cls, self.obs, self.actions = state, rows, cls, obs, actions
-        self.hand, self.obj, self.left_pad, self.right_pad = xpos[:, 0], xpos[:, 3], xpos[:, 4], xpos[:, 5]
+        # the object's position is read from the (clipped) observation, as metaworld's rewards do
+        self.left_pad, self.right_pad = xpos[:, 4], xpos[:, 5]
         self.tcp = (site_xpos[:, 0] + site_xpos[:, 1]) / 2.0  # SawyerXYZEnv.tcp_center
 
     def const(self, name: str) -> np.ndarray:
@@ -344,5 +349,5 @@ def step_batch(state: EpisodeState, rows: np.ndarray, actions: np.ndarray) -> tu
         e._prev_obs = curr[k]
         e._last_stable_obs = obs[k]
         truncated[k] = e.curr_path_length == e.max_path_length
-    reward, success = BATCHED_CLASSES[cls](_Batch(state, rows, cls, xpos, site_xpos, obs, a))
+    reward, success = _reward_functions()[cls](_Batch(state, rows, cls, xpos, site_xpos, obs, a))
     return obs, reward, truncated, success

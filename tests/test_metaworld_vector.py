@@ -173,3 +173,28 @@ def test_tolerance_and_hamacher_equal_metaworlds_scalar_helpers():
     assert np.array_equal(hamacher(a, b), np.array([reward_utils.hamacher_product(p, q) for p, q in zip(a, b)]))
     with pytest.raises(ValueError, match="between 0 and 1"):
         hamacher(np.array([1.5]), np.array([0.5]))
+
+
+def test_pick_place_initial_pads_stored_as_copies_are_used_as_stored(monkeypatch):
+    """metaworld 3.1's "initial" pads of pick-place are views of the current pads; were they copies taken at
+    reset (the name's meaning), the batched step would use them as stored: both paths still agree, and the
+    rewards differ from the live-view episodes, so the branch is exercised."""
+    from metaworld.envs.sawyer_pick_place_v3 import SawyerPickPlaceEnvV3
+
+    env = gym.make(ML1, env_name="pick-place-v3").unwrapped
+    tasks = env.sample_tasks(3, np.random.default_rng(0))
+    _, _, _, live = _replay(ML1, tasks, 80, env_name="pick-place-v3")
+    reset_model = SawyerPickPlaceEnvV3.reset_model
+
+    def reset_with_copies(self):
+        obs = reset_model(self)
+        self.init_left_pad, self.init_right_pad = self.init_left_pad.copy(), self.init_right_pad.copy()
+        return obs
+
+    monkeypatch.setattr(SawyerPickPlaceEnvV3, "reset_model", reset_with_copies)
+    venv, _, batched, single = _replay(ML1, tasks, 80, env_name="pick-place-v3")
+    assert not venv._state.live_init_pads.any()
+    for t, (b, s) in enumerate(zip(batched, single)):
+        for name, x, y in zip(("obs", "reward", "truncated", "success"), b, s):
+            assert np.array_equal(x, y), (t, name)
+    assert not all(np.array_equal(a[1], b[1]) for a, b in zip(live[1:], single[1:]))
