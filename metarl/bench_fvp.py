@@ -5,7 +5,9 @@ One meta-batch of ``config`` is collected and the update linearised as training 
 interleaved rounds time ``cg_iters`` products and the unfused matmuls they need: per product, 4 [query
 rows, W] @ [W, W] (the query network's Jacobian and its transpose) and 8 [inner rows, W] @ [W, W] per
 inner step (its two Hessian-vector products, 4 each with the cross block), W the widest hidden layer,
-on random data. Medians over rounds; ``products_over_matmuls`` < 1 is the target.
+on random data. Medians over rounds; ``products_over_matmuls`` < 1 is the target. The same products over
+whole batches (``chunk_rows=None``, what fisher.py did before its row chunks) are timed in the same rounds:
+``chunked_over_whole`` is what the chunks buy.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def bench_fvp(config: str = "experiments/navigation2d_maml.yaml", overrides=(), 
     if spec is None or cfg.estimator != "reinforce":
         raise ValueError(f"bench fvp needs an MLP Gaussian or categorical policy and the reinforce estimator ({config})")
     lin = OuterLinearization(algo, spec, inner, query, M, products=cfg.cg_iters)
+    lin_whole = OuterLinearization(algo, spec, inner, query, M, products=cfg.cg_iters, chunk_rows=None)
     width = max(algo.policy.params()[w].shape[0] for w in spec.weights[:-1])
     rows_q = query.batch.valid.numel()
     rows_i = [d.batch.valid.numel() for d in inner]
@@ -42,14 +45,17 @@ def bench_fvp(config: str = "experiments/navigation2d_maml.yaml", overrides=(), 
 
     v = torch.randn(lin.grad.numel(), generator=gen)
 
-    def products():
+    def products(lin=lin):
         for _ in range(cfg.cg_iters):
             lin.fvp(v)
 
-    times: dict[str, list[float]] = {"matmuls": [], "products": []}
-    matmuls(), products()  # warm-up
+    def products_whole():
+        products(lin_whole)
+
+    times: dict[str, list[float]] = {"matmuls": [], "products": [], "products_whole": []}
+    matmuls(), products(), products_whole()  # warm-up
     for _ in range(rounds):
-        for name, f in (("matmuls", matmuls), ("products", products)):
+        for name, f in (("matmuls", matmuls), ("products", products), ("products_whole", products_whole)):
             t = time.perf_counter()
             f()
             times[name].append(time.perf_counter() - t)
@@ -58,4 +64,6 @@ def bench_fvp(config: str = "experiments/navigation2d_maml.yaml", overrides=(), 
     return {"bench": "fvp", "config": config, "overrides": list(overrides), "products": cfg.cg_iters,
             "query_rows": rows_q, "inner_rows": rows_i, "width": width, "cross_block": lin.cross,
             "fvp_s": med["products"], "unfused_matmuls_s": med["matmuls"],
-            "products_over_matmuls": med["products"] / med["matmuls"], "rounds": rounds}
+            "products_over_matmuls": med["products"] / med["matmuls"], "chunk_rows": lin.chunk_rows,
+            "fvp_whole_batches_s": med["products_whole"], "chunked_over_whole": med["products"] / med["products_whole"],
+            "rounds": rounds}

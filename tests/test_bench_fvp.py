@@ -11,6 +11,9 @@ def test_bench_fvp_fields():
     assert out["query_rows"] == 2 * 2 * 5 and out["inner_rows"] == [2 * 2 * 5]
     assert out["width"] == 100 and out["products"] == 2
     assert out["products_over_matmuls"] == pytest.approx(out["fvp_s"] / out["unfused_matmuls_s"])
+    # the whole-batch products are timed beside the chunked ones (at these sizes both are one chunk)
+    assert out["chunked_over_whole"] == pytest.approx(out["fvp_s"] / out["fvp_whole_batches_s"])
+    assert out["chunk_rows"] >= 4096
 
 
 def test_bench_fvp_refuses_a_policy_without_the_exact_products():

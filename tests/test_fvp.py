@@ -96,13 +96,21 @@ CASES = [
 ]
 
 
+# Row chunks of the products (OuterLinearization's chunk_rows) on these problems of 3 tasks x 20 rows:
+# None, one piece; 7, three row ranges of every task, the last shorter; 45, groups of two tasks and one.
+CHUNKS = [None, 7, 45]
+
+
+@pytest.mark.parametrize("chunk_rows", CHUNKS)
 @pytest.mark.parametrize("cross", [False, True])
 @pytest.mark.parametrize("env_id,steps,first_order,activation,learn_lr", CASES)
-def test_gauss_newton_fvp_and_gradient_match_autograd(env_id, steps, first_order, activation, learn_lr, cross):
+def test_gauss_newton_fvp_and_gradient_match_autograd(env_id, steps, first_order, activation, learn_lr, cross,
+                                                      chunk_rows):
     algo, inner, query, M = _problem(env_id, steps=steps, first_order=first_order, activation=activation,
                                      learn_lr=learn_lr)
     loss, grad, fvp_ref = _reference(algo, inner, query, M)
-    lin = OuterLinearization(algo, mlp_spec(algo.policy), inner, query, M, cross=cross)
+    lin = OuterLinearization(algo, mlp_spec(algo.policy), inner, query, M, cross=cross, chunk_rows=chunk_rows)
+    assert len(lin.qry.chunks) == {None: 1, 7: 9, 45: 2}[chunk_rows]
     assert lin.cross == (cross and not first_order)
     assert float(lin.kl) == 0.0
     torch.testing.assert_close(lin.loss, loss, rtol=1e-12, atol=1e-14)
@@ -127,15 +135,30 @@ def test_second_order_terms_are_tested():
     assert _rel(lin_fo.grad, grad) > 1e-3
 
 
+@pytest.mark.parametrize("chunk_rows", CHUNKS)
 @pytest.mark.parametrize("hidden", [(), (4,), (5, 4, 3)])
-def test_other_depths(hidden):
+def test_other_depths(hidden, chunk_rows):
     # no hidden layer (no cross term at all), one, and three (a cross term outside the first pair)
     algo, inner, query, M = _problem("metarl/Navigation2D-v0", steps=2, activation="tanh", hidden=hidden)
     _, grad, fvp_ref = _reference(algo, inner, query, M)
-    lin = OuterLinearization(algo, mlp_spec(algo.policy), inner, query, M, cross=True)
+    lin = OuterLinearization(algo, mlp_spec(algo.policy), inner, query, M, cross=True, chunk_rows=chunk_rows)
     assert _rel(lin.grad, grad) < RTOL
     v = torch.randn(grad.numel(), generator=torch.Generator().manual_seed(3), dtype=F64)
     assert _rel(lin.fvp(v), fvp_ref(v)) < RTOL
+
+
+@pytest.mark.parametrize("tasks,rows,chunk_rows", [(3, 20, 7), (3, 20, 45), (5, 20, 40), (4, 9, 9), (2, 6, 100)])
+def test_row_chunks_cover_every_row_once(tasks, rows, chunk_rows):
+    from metarl.algos.maml.fisher import row_chunks
+
+    seen = torch.zeros(tasks, rows, dtype=torch.long)
+    chunks = row_chunks(tasks, rows, chunk_rows)
+    for t, r in chunks:
+        seen[t, r] += 1
+        assert seen[t, r].numel() <= max(chunk_rows, rows)
+    assert bool((seen == 1).all())
+    assert len({seen[t, r].shape for t, r in chunks}) <= 2  # at most two work-buffer shapes
+    assert (len(chunks) == 1) == (tasks * rows <= chunk_rows)
 
 
 def test_fvp_is_symmetric_and_positive():
@@ -147,9 +170,11 @@ def test_fvp_is_symmetric_and_positive():
     assert float(v @ lin.fvp(v)) > 0
 
 
-def test_evaluate_matches_autograd_surrogate_and_kl_after_a_move():
-    algo, inner, query, M = _problem("metarl/Navigation2D-v0", steps=2, activation="relu", learn_lr=True)
-    lin = OuterLinearization(algo, mlp_spec(algo.policy), inner, query, M)
+@pytest.mark.parametrize("chunk_rows", CHUNKS)
+@pytest.mark.parametrize("env_id", ["metarl/Navigation2D-v0", "metarl/TabularMDP-v0"])
+def test_evaluate_matches_autograd_surrogate_and_kl_after_a_move(env_id, chunk_rows):
+    algo, inner, query, M = _problem(env_id, steps=2, activation="relu", learn_lr=True)
+    lin = OuterLinearization(algo, mlp_spec(algo.policy), inner, query, M, chunk_rows=chunk_rows)
     _, _, old = algo._surrogate_and_kl(inner, query, M, None)
     gen = torch.Generator().manual_seed(5)
     with torch.no_grad():

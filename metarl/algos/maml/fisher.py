@@ -33,6 +33,12 @@ from metarl.common.trpo import flatten, unflatten_like
 # the activations, activation derivatives and backward cotangents of every inner step are kept, so a
 # CG iteration replays only the products that involve its vector (no second derivative of ReLU, no
 # autograd graph, no zero tensors for unused second derivatives).
+#
+# Every product is a sum over rows (samples), so the passes run over row chunks of a few thousand rows
+# (one task's rows, or a few whole tasks) and add up per task: a chunk's tangents and cotangents stay in
+# cache from one matrix product to the next, where whole-batch passes stream each [rows, width]
+# intermediate through memory (the products are then compute-bound; BENCHMARKS.md, "Row chunks"). The
+# line search's values are computed in the same chunks.
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -91,6 +97,31 @@ def _outer(delta: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     return torch.bmm(h.transpose(1, 2), delta).transpose(1, 2)
 
 
+def row_chunks(num_tasks: int, rows: int, chunk_rows: int | None) -> list[tuple[slice, slice]]:
+    """(task slice, row slice) pairs that cover [num_tasks, rows] in pieces of about ``chunk_rows``
+    rows: row ranges of one task when a task has more rows than that, else groups of whole tasks.
+    None: one piece, everything."""
+    if chunk_rows is None or num_tasks * rows <= chunk_rows:
+        return [(slice(None), slice(None))]
+    if rows >= chunk_rows:
+        pieces = math.ceil(rows / chunk_rows)
+        size = math.ceil(rows / pieces)  # near-equal pieces: at most two shapes of work buffer
+        return [(slice(m, m + 1), slice(i, min(i + size, rows))) for m in range(num_tasks) for i in range(0, rows, size)]
+    group = chunk_rows // rows
+    return [(slice(m, min(m + group, num_tasks)), slice(None)) for m in range(0, num_tasks, group)]
+
+
+def _accumulate(total: Params | None, part: Params, tasks: slice, num_tasks: int, whole: bool) -> Params:
+    """Add one chunk's per-task parameter sums into ``total`` ([num_tasks, ...] each)."""
+    if whole:
+        return part
+    if total is None:
+        total = {n: p.new_zeros((num_tasks, *p.shape[1:])) for n, p in part.items()}
+    for n, p in part.items():
+        total[n][tasks] += p
+    return total
+
+
 class _MLP:
     """One forward pass of per-task MLP parameters (leaves [M, ...]) on per-task rows x [M, n, D].
 
@@ -137,12 +168,33 @@ class _MLP:
         self.deltas: list[torch.Tensor] | None = None
         self.grad_inputs: list[torch.Tensor | None] | None = None
         self.cross: torch.Tensor | None = None
+        self.uses_cross = False  # whether hvp_backward leaves the cross-block terms to add_cross_terms
 
     def _buffer(self, key: str, shape, like: torch.Tensor) -> torch.Tensor:
-        buf = self._work.get(key)
-        if buf is None or buf.shape != shape:
-            buf = self._work[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        # keyed by shape too: row chunks come in two shapes (the last one of a task may be shorter)
+        shape = tuple(shape)
+        buf = self._work.get((key, shape))
+        if buf is None:
+            buf = self._work[key, shape] = torch.empty(shape, dtype=like.dtype, device=like.device)
         return buf
+
+    def chunk(self, tasks: slice, rows: slice) -> "_MLP":
+        """The same linearised network restricted to some tasks' rows: views of every kept tensor,
+        sharing this network's work buffers. Its :meth:`hvp_backward` leaves the cross-block terms
+        out (they are sums over all rows: :meth:`add_cross_terms` adds them once)."""
+        part = object.__new__(_MLP)
+        part.spec, part._work = self.spec, self._work
+        part.params = {n: p[tasks] for n, p in self.params.items()}
+        part.inputs = [h[tasks, rows] for h in self.inputs]
+        part.d1 = [d[tasks, rows] for d in self.d1]
+        part.d2 = [None if d is None else d[tasks, rows] for d in self.d2]
+        part.deltas = None if self.deltas is None else [d[tasks, rows] for d in self.deltas]
+        part.grad_inputs = None if self.grad_inputs is None else [
+            None if g is None else g[tasks, rows] for g in self.grad_inputs]
+        part.cross = None
+        part.uses_cross = self.cross is not None
+        part.out = self.out[tasks, rows]
+        return part
 
     def _affine(self, h, w, b, key: str | None = None) -> torch.Tensor:
         """h w^T + b per task; bmm then an in-place add (baddbmm's broadcast bias copy costs more)."""
@@ -209,37 +261,54 @@ class _MLP:
         if self.spec.num_layers < 2 or self.deltas is None:
             return
         x, d1, delta = self.inputs[0], self.d1[0], self.deltas[1]
-        cols = [torch.bmm(delta.transpose(1, 2), d1 * x[..., j : j + 1]) for j in range(x.shape[-1])]
-        cols.append(torch.bmm(delta.transpose(1, 2), d1))
-        self.cross = torch.stack(cols, -1)  # [M, out_1, hidden_0, in_0 + 1]
+        M, n, J = x.shape
+        # [M, hidden_0, out_1, in_0 + 1]: each (task, hidden unit) block is one contiguous matrix, so both
+        # contractions in add_cross_terms are batched matrix-vector products
+        cross = x.new_empty(M, d1.shape[-1], delta.shape[-1], J + 1)
+        scaled = x.new_empty(n, d1.shape[-1])
+        for m in range(M):  # one task at a time: σ'_0 x_j stays in cache for its product
+            for j in range(J):
+                torch.mul(d1[m], x[m, :, j : j + 1], out=scaled)
+                cross[m, :, :, j] = torch.mm(scaled.T, delta[m])
+            cross[m, :, :, J] = torch.mm(d1[m].T, delta[m])
+        self.cross = cross
+        self.uses_cross = True
+
+    def add_cross_terms(self, out: Params, tangent: Params) -> None:
+        """Add the two cross-block terms of :meth:`hvp_backward` (all tasks, all rows) into ``out``."""
+        if self.cross is None:
+            return
+        spec = self.spec
+        M, K, I, J = self.cross.shape
+        cross = self.cross.view(M * K, I, J)
+        # δ_1^T dh_0 through C: Σ_j C[i, k, j] dW̃_0[k, j] for every (i, k)
+        dw0 = torch.cat([tangent[spec.weights[0]], tangent[spec.biases[0]].unsqueeze(-1)], -1)  # [M, K, J]
+        out[spec.weights[1]] += torch.bmm(cross, dw0.reshape(M * K, J, 1)).view(M, K, I).transpose(1, 2)
+        # δ_1 dW_1 back to the first layer through C: Σ_i dW_1[i, k] C[i, k, j] for every (k, j)
+        dw1 = tangent[spec.weights[1]].transpose(1, 2).reshape(M * K, 1, I)
+        c0 = torch.bmm(dw1, cross).view(M, K, J)
+        out[spec.weights[0]] += c0[..., :-1]
+        out[spec.biases[0]] += c0[..., -1]
 
     def hvp_backward(self, dcot: torch.Tensor, tangent: Params, dzs, dhs) -> Params:
         """Tangent of :meth:`backward` (kept cotangents) along ``tangent``, given the output-cotangent
-        tangent ``dcot`` and the hidden tangents of :meth:`jvp`: forward-over-reverse, by hand."""
+        tangent ``dcot`` and the hidden tangents of :meth:`jvp`: forward-over-reverse, by hand.
+        With the cross block (:attr:`uses_cross`) its two terms are left out: :meth:`add_cross_terms`."""
         spec, P = self.spec, self.params
         out: Params = {}
         dd = dcot
-        cross = self.cross
+        cross = self.uses_cross
         for l in reversed(range(spec.num_layers)):
             w = spec.weights[l]
             gw = _outer(dd, self.inputs[l])
             gb = dd.sum(1)
-            if l == 1 and cross is not None:
-                # δ_1^T dh_0 through C: Σ_kj C[i, k, j] dW̃_0[k, j]
-                dw0 = torch.cat([tangent[spec.weights[0]], tangent[spec.biases[0]].unsqueeze(-1)], -1)
-                gw = gw + (cross * dw0.unsqueeze(1)).sum(-1)
-            elif l > 0:
+            if l > 0 and not (l == 1 and cross):
                 gw = gw + _outer(self.deltas[l], dhs[l - 1])
-            if l == 0 and cross is not None:
-                # δ_1 dW_1 back to the first layer through C: Σ_i dW_1[i, k] C[i, k, j]
-                c0 = (tangent[spec.weights[1]].unsqueeze(-1) * cross).sum(1)
-                gw = gw + c0[..., :-1]
-                gb = gb + c0[..., -1]
             out[w] = gw
             out[spec.biases[l]] = gb
             if l > 0:
                 g = torch.bmm(dd, P[w], out=self._buffer(f"hg{l}", (*dd.shape[:-1], P[w].shape[2]), dd))
-                if not (l == 1 and cross is not None):
+                if not (l == 1 and cross):
                     g.baddbmm_(self.deltas[l], tangent[w])
                 g.mul_(self.d1[l - 1])
                 if self.d2[l - 1] is not None:
@@ -258,100 +327,155 @@ class _InnerStep:
 
     def __init__(
         self, spec: _MLPSpec, params: Params, data: InnerData, num_tasks: int, keep: bool, cross: bool = False,
-        work: dict | None = None,
+        work: dict | None = None, chunk_rows: int | None = None,
     ):
+        """``keep``: keep what the Hessian-vector products need (else only :attr:`grad` is computed, in
+        row chunks through the work buffers). ``chunk_rows``: row-chunk size of both (None: all rows at once)."""
         batch = data.batch
         valid = batch.valid
         T, B = valid.shape
         den = valid.reshape(T, num_tasks, B // num_tasks).sum((0, 2)).clamp_min(1.0)
         c = (_task_rows(data.advantages, num_tasks) / den.unsqueeze(1)).unsqueeze(-1)  # [M, n, 1]
-        self.spec = spec
-        self.net = _MLP(spec, params, _task_rows(batch.obs, num_tasks), work=work)
-        o = self.net.out
-        actions = _task_rows(batch.actions, num_tasks)
+        self.spec, self.num_tasks = spec, num_tasks
+        x, actions = _task_rows(batch.obs, num_tasks), _task_rows(batch.actions, num_tasks)
+        self.chunks = row_chunks(num_tasks, x.shape[1], chunk_rows)
+        if not keep:
+            # values only (the line search): each chunk's forward and backward pass stays in cache
+            self.net, grad, whole = None, None, len(self.chunks) == 1
+            for tasks, rows in self.chunks:
+                p = {n: t[tasks] for n, t in params.items()}
+                net = _MLP(spec, p, x[tasks, rows], work=work)
+                part = self._output_grads(p, net.out, actions[tasks, rows], c[tasks, rows], keep=False)
+                g_s = part.pop("log_std", None)
+                part = net.backward(part["out"])
+                if g_s is not None:
+                    part["log_std"] = g_s
+                grad = _accumulate(grad, part, tasks, num_tasks, whole)
+            self.grad = grad
+            return
+        self.net = _MLP(spec, params, x, work=work)
+        out = self._output_grads(params, self.net.out, actions, c, keep=True)
+        self.grad = self.net.backward(out["out"], keep=True)
+        if cross:
+            self.net.precompute_cross()
         if spec.gaussian:
+            self.grad["log_std"] = out["log_std"]
+
+    def _output_grads(self, params: Params, o, actions, c, keep: bool) -> dict:
+        """Derivatives of the inner loss in output space: "out" the cotangent of the network's output
+        o, "log_std" the per-task gradient of the log-std (Gaussian); with ``keep`` also the output-space
+        second derivatives the Hessian-vector products need."""
+        if self.spec.gaussian:
             e2 = torch.exp(-2 * params["log_std"]).unsqueeze(1)  # [M, 1, A]
             r = actions - o
             cr_e2 = c * r * e2
-            cot = -cr_e2
-            g_s = (c - cr_e2 * r).sum(1)
             if keep:
                 self.l_oo, self.l_os, self.l_ss = c * e2, 2 * cr_e2, 2 * cr_e2 * r
-        else:
-            p = torch.softmax(o, -1)
-            onehot = torch.nn.functional.one_hot(actions.long(), o.shape[-1]).to(o.dtype)
-            cot = c * (p - onehot)
-            if keep:
-                self.c, self.p = c, p
-        self.grad = self.net.backward(cot, keep=keep)
-        if keep and cross:
-            self.net.precompute_cross()
-        if spec.gaussian:
-            self.grad["log_std"] = g_s
+            return {"out": -cr_e2, "log_std": (c - cr_e2 * r).sum(1)}
+        p = torch.softmax(o, -1)
+        onehot = torch.nn.functional.one_hot(actions.long(), o.shape[-1]).to(o.dtype)
+        if keep:
+            self.c, self.p = c, p
+        return {"out": c * (p - onehot)}
 
     def hvp(self, tangent: Params) -> Params:
-        do, dzs, dhs = self.net.jvp(tangent, keep=True)
-        if self.spec.gaussian:
-            ds = tangent["log_std"].unsqueeze(1)
-            dcot = self.l_oo * do + self.l_os * ds
-            out = self.net.hvp_backward(dcot, tangent, dzs, dhs)
-            out["log_std"] = (self.l_os * do + self.l_ss * ds).sum(1)
-            return out
-        pdo = self.p * do
-        dcot = self.c * (pdo - self.p * pdo.sum(-1, keepdim=True))
-        return self.net.hvp_backward(dcot, tangent, dzs, dhs)
+        """H tangent per task, accumulated over row chunks (each chunk's tangent and cotangent passes
+        stay in cache between their matrix products)."""
+        whole = len(self.chunks) == 1
+        out = None
+        for tasks, rows in self.chunks:
+            net = self.net.chunk(tasks, rows)
+            tan = {n: t[tasks] for n, t in tangent.items()}
+            do, dzs, dhs = net.jvp(tan, keep=True)
+            if self.spec.gaussian:
+                ds = tan["log_std"].unsqueeze(1)
+                l_oo, l_os, l_ss = (t[tasks, rows] for t in (self.l_oo, self.l_os, self.l_ss))
+                dcot = l_oo * do + l_os * ds
+                part = net.hvp_backward(dcot, tan, dzs, dhs)
+                part["log_std"] = (l_os * do + l_ss * ds).sum(1)
+            else:
+                p, c = self.p[tasks, rows], self.c[tasks, rows]
+                pdo = p * do
+                part = net.hvp_backward(c * (pdo - p * pdo.sum(-1, keepdim=True)), tan, dzs, dhs)
+            out = _accumulate(out, part, tasks, self.num_tasks, whole)
+        self.net.add_cross_terms(out, tangent)
+        return out
 
 
 class _Query:
     """Post-update policies on the query episodes: surrogate, KL against the old outputs, and the
     output-space quantities of the Gauss-Newton product."""
 
-    def __init__(self, spec: _MLPSpec, params: Params, query: InnerData, num_tasks: int, old=None, work=None):
+    def __init__(self, spec: _MLPSpec, params: Params, query: InnerData, num_tasks: int, old=None, work=None,
+                 chunk_rows: int | None = None):
+        """``old``: the outputs at the linearisation point, for the KL (None: this is that point; keep what
+        the Gauss-Newton products need). ``chunk_rows``: row-chunk size of the products, and of the
+        forward passes when ``old`` is given (values only)."""
         batch = query.batch
         valid = batch.valid
         T, B = valid.shape
         den = valid.reshape(T, num_tasks, B // num_tasks).sum((0, 2)).clamp_min(1.0).unsqueeze(1)
         self.spec, self.params, self.num_tasks = spec, params, num_tasks
-        self.net = _MLP(spec, params, _task_rows(batch.obs, num_tasks), work=work)
-        o = self.net.out
-        actions = _task_rows(batch.actions, num_tasks)
+        x, actions = _task_rows(batch.obs, num_tasks), _task_rows(batch.actions, num_tasks)
+        log_probs = _task_rows(batch.log_probs, num_tasks)
         adv_w = _task_rows(query.advantages, num_tasks) / den  # surrogate weight of every row
         kl_w = _task_rows(valid, num_tasks) / den  # KL weight of every row (before the 1/M)
+        self.chunks = row_chunks(num_tasks, x.shape[1], chunk_rows)
+        if old is not None:
+            # values only (the line search): surrogate and KL summed per task over row chunks
+            self.net, whole = None, len(self.chunks) == 1
+            sums = None
+            for tasks, rows in self.chunks:
+                p = {n: t[tasks] for n, t in params.items()}
+                o = _MLP(spec, p, x[tasks, rows], work=work).out
+                logp, outputs = self._log_prob(p, o, actions[tasks, rows])
+                ratio = torch.exp(logp - log_probs[tasks, rows])
+                if spec.gaussian:
+                    o, s = outputs
+                    mu_old, s_old = old[0][tasks, rows], old[1][tasks]
+                    kl = 0.5 * (torch.exp(2 * (s_old - s)) + ((mu_old - o) * torch.exp(-s)).pow(2) - 1.0 - 2 * (s_old - s))
+                else:
+                    old_rows = old[tasks, rows]
+                    kl = old_rows.exp() * (old_rows - outputs)
+                part = {"loss": (ratio * adv_w[tasks, rows]).sum(1), "kl": (kl.sum(-1) * kl_w[tasks, rows]).sum(1)}
+                sums = _accumulate(sums, part, tasks, num_tasks, whole)
+            self.loss, self.kl = -sums["loss"].mean(), sums["kl"].mean()
+            return
+        self.net = _MLP(spec, params, x, work=work)
+        o = self.net.out
+        logp, self.outputs = self._log_prob(params, o, actions)
         if spec.gaussian:
-            s = params["log_std"].unsqueeze(1)
+            s = self.outputs[1]
             e2 = torch.exp(-2 * s)
             r = actions - o
-            z = r * torch.exp(-s)
-            logp = (-0.5 * z.pow(2) - s - 0.5 * math.log(2 * math.pi)).sum(-1)
-            self.outputs = (o, s)
         else:
-            logits = o - o.logsumexp(-1, keepdim=True)
-            logp = logits.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-            self.outputs = logits
-        ratio = torch.exp(logp - _task_rows(batch.log_probs, num_tasks))
+            logits = self.outputs
+        ratio = torch.exp(logp - log_probs)
         self.loss = -(ratio * adv_w).sum(1).mean()
-        if old is None:  # linearisation point: the KL is 0 and its output-space Hessian is needed
-            self.kl = torch.zeros((), dtype=o.dtype, device=o.device)
-            coef = (-ratio * adv_w / num_tasks).unsqueeze(-1)  # d loss / d log π per row
-            self.kl_w = (kl_w / num_tasks).unsqueeze(-1)
-            if spec.gaussian:
-                # d log π / dμ = r / σ², d log π / d log σ = r² / σ² - 1
-                self.loss_cot = coef * r * e2
-                self.loss_cot_s = (coef * (r * r * e2 - 1)).sum(1)
-                self.e2 = e2
-                self.kl_w_sum = self.kl_w.sum(1)  # [M, 1]
-            else:
-                p = logits.exp()
-                onehot = torch.nn.functional.one_hot(actions.long(), o.shape[-1]).to(o.dtype)
-                self.loss_cot = coef * (onehot - p)
-                self.p = p
+        # linearisation point: the KL is 0 and its output-space Hessian is needed
+        self.kl = torch.zeros((), dtype=o.dtype, device=o.device)
+        coef = (-ratio * adv_w / num_tasks).unsqueeze(-1)  # d loss / d log π per row
+        self.kl_w = (kl_w / num_tasks).unsqueeze(-1)
+        if spec.gaussian:
+            # d log π / dμ = r / σ², d log π / d log σ = r² / σ² - 1
+            self.loss_cot = coef * r * e2
+            self.loss_cot_s = (coef * (r * r * e2 - 1)).sum(1)
+            self.e2 = e2
+            self.kl_w_sum = self.kl_w.sum(1)  # [M, 1]
         else:
-            if spec.gaussian:
-                mu_old, s_old = old
-                kl = 0.5 * (torch.exp(2 * (s_old - s)) + ((mu_old - o) * torch.exp(-s)).pow(2) - 1.0 - 2 * (s_old - s))
-            else:
-                kl = old.exp() * (old - logits)
-            self.kl = (kl.sum(-1) * kl_w).sum(1).mean()
+            p = logits.exp()
+            onehot = torch.nn.functional.one_hot(actions.long(), o.shape[-1]).to(o.dtype)
+            self.loss_cot = coef * (onehot - p)
+            self.p = p
+
+    def _log_prob(self, params: Params, o, actions):
+        """log π(a | x) per row and the distribution's outputs ((mean, log-std [M, 1, A]) or log-softmax)."""
+        if self.spec.gaussian:
+            s = params["log_std"].unsqueeze(1)
+            z = (actions - o) * torch.exp(-s)
+            return (-0.5 * z.pow(2) - s - 0.5 * math.log(2 * math.pi)).sum(-1), (o, s)
+        logits = o - o.logsumexp(-1, keepdim=True)
+        return logits.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1), logits
 
     def loss_vjp(self) -> Params:
         """Per-task parameter cotangents of the surrogate."""
@@ -361,14 +485,36 @@ class _Query:
         return out
 
     def gauss_newton(self, tangent: Params) -> Params:
-        """J_q^T K J_q tangent per task (K: Hessian of the mean KL in output space at the old point)."""
-        do, _, _ = self.net.jvp(tangent)
+        """J_q^T K J_q tangent per task (K: Hessian of the mean KL in output space at the old point),
+        accumulated over row chunks."""
+        whole = len(self.chunks) == 1
+        out = None
+        for tasks, rows in self.chunks:
+            net = self.net.chunk(tasks, rows)
+            tan = {n: t[tasks] for n, t in tangent.items()}
+            do, _, _ = net.jvp(tan)
+            kl_w = self.kl_w[tasks, rows]
+            if self.spec.gaussian:
+                part = net.backward(kl_w * self.e2[tasks] * do)
+            else:
+                p = self.p[tasks, rows]
+                pdo = p * do
+                part = net.backward(kl_w * (pdo - p * pdo.sum(-1, keepdim=True)))
+            out = _accumulate(out, part, tasks, self.num_tasks, whole)
         if self.spec.gaussian:
-            out = self.net.backward(self.kl_w * self.e2 * do)
             out["log_std"] = 2 * tangent["log_std"] * self.kl_w_sum
-            return out
-        pdo = self.p * do
-        return self.net.backward(self.kl_w * (pdo - self.p * pdo.sum(-1, keepdim=True)))
+        return out
+
+
+#: Rows per chunk and torch thread of the Fisher-vector products' passes: a [4096, 100] float32 tensor is
+#: 1.6 MB, so a chunk's tangents and cotangents stay in cache between its matrix products instead of
+#: streaming through memory. Measured best on the paper's HalfCheetah setting (40 tasks x 4000 rows, 2x100):
+#: 2048-4096 rows on one thread, 4096-8192 on two (BENCHMARKS.md, "Row chunks").
+FVP_CHUNK_ROWS_PER_THREAD = 4096
+
+
+def default_chunk_rows() -> int:
+    return FVP_CHUNK_ROWS_PER_THREAD * torch.get_num_threads()
 
 
 class OuterLinearization:
@@ -381,7 +527,8 @@ class OuterLinearization:
 
     Cost per product, in row-sized matrix products (rows x width², the bulk of the time): 4 for the
     query network's Jacobian and its transpose, 4 per HVP (6 without :meth:`_MLP.precompute_cross`),
-    2 HVPs per inner step; nothing is recomputed between CG iterations.
+    2 HVPs per inner step; nothing is recomputed between CG iterations. They run over row chunks
+    (``chunk_rows``), so they are bound by arithmetic rather than memory.
     """
 
     def __init__(
@@ -393,10 +540,14 @@ class OuterLinearization:
         num_tasks: int,
         products: int = 10,
         cross: bool | None = None,
+        chunk_rows: int | None | str = "auto",
     ):
         """``algo``: the MAML instance being updated. ``products``: how many Fisher-vector products will follow; with ``cross`` None it decides
-        whether :meth:`_MLP.precompute_cross` pays off (True/False force it on/off)."""
+        whether :meth:`_MLP.precompute_cross` pays off (True/False force it on/off). ``chunk_rows``: rows per
+        chunk of the products' passes ("auto": :func:`default_chunk_rows`; None: whole batches; the results
+        agree to rounding)."""
         self.algo, self.spec, self.inner, self.query, self.num_tasks = algo, spec, list(inner), query, num_tasks
+        self.chunk_rows = chunk_rows = default_chunk_rows() if chunk_rows == "auto" else chunk_rows
         self.first_order = algo.cfg.first_order
         if cross is None:
             # (input dim + 1) row-sized products once against 2 saved per HVP, 2 HVPs per
@@ -416,7 +567,7 @@ class OuterLinearization:
             self.lr_order = [by_id[id(p)] for p in algo.inner_lrs.parameters()]
         with torch.no_grad():
             self.steps, params = self._adapt(keep=not self.first_order)
-            self.qry = _Query(spec, params, query, num_tasks)
+            self.qry = _Query(spec, params, query, num_tasks, chunk_rows=chunk_rows)
             self.old = tuple(t.detach() for t in self.qry.outputs) if spec.gaussian else self.qry.outputs.detach()
             self.loss, self.kl = self.qry.loss, self.qry.kl
             self.grad = self._pullback(self.qry.loss_vjp())
@@ -431,7 +582,8 @@ class OuterLinearization:
         lrs = self._lrs()
         steps = []
         for data in self.inner:
-            step = _InnerStep(self.spec, params, data, M, keep, cross=keep and self.cross, work=work)
+            step = _InnerStep(self.spec, params, data, M, keep, cross=keep and self.cross, work=work,
+                              chunk_rows=self.chunk_rows)
             params = {n: params[n] - _detached(lrs[n]) * step.grad[n] for n in self.names}
             steps.append(step)
             if not keep:
@@ -442,7 +594,8 @@ class OuterLinearization:
         """Surrogate and mean KL(old || new) at the current θ (values, no graph)."""
         with torch.no_grad():
             _, params = self._adapt(keep=False, work=self._eval_work[0])
-            q = _Query(self.spec, params, self.query, self.num_tasks, old=self.old, work=self._eval_work[1])
+            q = _Query(self.spec, params, self.query, self.num_tasks, old=self.old, work=self._eval_work[1],
+                       chunk_rows=self.chunk_rows)
         return q.loss, q.kl
 
     def _pullback(self, cot: Params) -> torch.Tensor:
