@@ -161,6 +161,22 @@ def test_row_chunks_cover_every_row_once(tasks, rows, chunk_rows):
     assert (len(chunks) == 1) == (tasks * rows <= chunk_rows)
 
 
+def test_cross_block_in_row_blocks(monkeypatch):
+    """The cross block summed over several row blocks of a task (the last one shorter) is the one-block sum."""
+    import metarl.algos.maml.fisher as fisher
+
+    algo, inner, query, M = _problem("metarl/Navigation2D-v0", steps=2, activation="tanh")
+    _, grad, fvp_ref = _reference(algo, inner, query, M)
+    one = OuterLinearization(algo, mlp_spec(algo.policy), inner, query, M, cross=True)
+    monkeypatch.setattr(fisher, "CROSS_BLOCK_FLOATS", 3 * 6 * 3)  # 3 rows a block: 20 rows = 6 x 3 + 2
+    blocks = OuterLinearization(algo, mlp_spec(algo.policy), inner, query, M, cross=True)
+    for a, b in zip(one.steps, blocks.steps):
+        torch.testing.assert_close(a.net.cross, b.net.cross, rtol=1e-12, atol=1e-15)
+        assert float(a.net.cross.abs().max()) > 0
+    v = torch.randn(grad.numel(), generator=torch.Generator().manual_seed(6), dtype=F64)
+    assert _rel(blocks.fvp(v), fvp_ref(v)) < RTOL
+
+
 def test_fvp_is_symmetric_and_positive():
     algo, inner, query, M = _problem("metarl/TabularMDP-v0", steps=2, activation="relu")
     lin = OuterLinearization(algo, mlp_spec(algo.policy), inner, query, M, cross=True)
