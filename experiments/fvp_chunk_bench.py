@@ -1,5 +1,6 @@
-"""Would row chunks speed up the outer update's Fisher-vector products? (issue 22; see BENCHMARKS.md: the gain
-shown here did not carry over to fisher.py's per-task products, so they are not chunked)
+"""Would row chunks speed up the outer update's Fisher-vector products? (issue 22; see BENCHMARKS.md: a first
+version in fisher.py, chunks across tasks without the cross block, did not carry the gain over; fisher.py now
+chunks a task's rows at a time and keeps the cross block, "The meta-update in row chunks")
 
 One Gauss-Newton-like chain at the paper setting's size (160k rows x 100 wide, one core): a two-layer
 tangent pass and its backward pass to a [100, 100] outer product, four [N, 100] @ [100, 100] products plus
