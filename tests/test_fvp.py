@@ -177,6 +177,23 @@ def test_cross_block_in_row_blocks(monkeypatch):
     assert _rel(blocks.fvp(v), fvp_ref(v)) < RTOL
 
 
+def test_default_chunks_follow_threads_and_device():
+    from metarl.algos.maml.fisher import FVP_CHUNK_ROWS_PER_THREAD, default_chunk_rows
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert default_chunk_rows("cpu") == 2 * FVP_CHUNK_ROWS_PER_THREAD
+        torch.set_num_threads(1)
+        assert default_chunk_rows(torch.device("cpu")) == FVP_CHUNK_ROWS_PER_THREAD
+    finally:
+        torch.set_num_threads(threads)
+    assert default_chunk_rows("cuda:0") is None  # whole batches on a GPU (no device needed to ask)
+    algo, inner, query, M = _problem("metarl/Navigation2D-v0", steps=1, activation="relu")
+    lin = OuterLinearization(algo, mlp_spec(algo.policy), inner, query, M)
+    assert lin.chunk_rows == default_chunk_rows("cpu")
+
+
 def test_fvp_is_symmetric_and_positive():
     algo, inner, query, M = _problem("metarl/TabularMDP-v0", steps=2, activation="relu")
     lin = OuterLinearization(algo, mlp_spec(algo.policy), inner, query, M, cross=True)

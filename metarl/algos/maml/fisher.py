@@ -528,7 +528,12 @@ class _Query:
 FVP_CHUNK_ROWS_PER_THREAD = 4096
 
 
-def default_chunk_rows() -> int:
+def default_chunk_rows(device: torch.device | str = "cpu") -> int | None:
+    """Rows per chunk for the products on ``device``: on a GPU none (whole batches): its kernels are
+    launched one by one, so chunks would multiply the launches, and its memory bandwidth is not the limit
+    here that a CPU's is."""
+    if torch.device(device).type != "cpu":
+        return None
     return FVP_CHUNK_ROWS_PER_THREAD * torch.get_num_threads()
 
 
@@ -562,7 +567,9 @@ class OuterLinearization:
         chunk of the products' passes ("auto": :func:`default_chunk_rows`; None: whole batches; the results
         agree to rounding)."""
         self.algo, self.spec, self.inner, self.query, self.num_tasks = algo, spec, list(inner), query, num_tasks
-        self.chunk_rows = chunk_rows = default_chunk_rows() if chunk_rows == "auto" else chunk_rows
+        if chunk_rows == "auto":
+            chunk_rows = default_chunk_rows(next(algo.policy.parameters()).device)
+        self.chunk_rows = chunk_rows
         self.first_order = algo.cfg.first_order
         if cross is None:
             # (input dim + 1) row-sized products once against 2 saved per HVP, 2 HVPs per
