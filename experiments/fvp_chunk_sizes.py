@@ -16,17 +16,15 @@ import time
 import torch
 
 from metarl.algos.maml.fisher import OuterLinearization, mlp_spec
-from metarl.experiment import build_experiment, load_config
+from metarl.bench_fvp import update_inputs
 
 SIZES = [None, 2048, 4096, 8192, 16384, 32768]
 
 if __name__ == "__main__":
     torch.set_num_threads(int(os.environ.get("NT", "1")))
     config = sys.argv[1] if len(sys.argv) > 1 else "experiments/halfcheetah_vel_maml.yaml"
-    exp = build_experiment(load_config(config, sys.argv[2:]))
+    exp, inner, query, M = update_inputs(config, sys.argv[2:])
     algo = exp.algo
-    inner, query, M = algo.collect_meta_batch(exp.task_rng)
-    exp.collector.close()
     spec = mlp_spec(algo.policy)
     lins = {c: OuterLinearization(algo, spec, inner, query, M, products=10, chunk_rows=c) for c in SIZES}
     v = torch.randn(lins[None].grad.numel(), generator=torch.Generator().manual_seed(0))

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from metarl.experiment import build_experiment, load_config
+from metarl.bench_fvp import update_inputs
 
 from metarl.algos.maml import fisher
 from metarl.common import trpo
@@ -29,10 +29,8 @@ PARTS = [(fisher.OuterLinearization.__init__, "linearisation (adaptation kept, q
 if __name__ == "__main__":
     torch.set_num_threads(int(os.environ.get("NT", "2")))
     config = sys.argv[1] if len(sys.argv) > 1 else "experiments/halfcheetah_vel_maml.yaml"
-    exp = build_experiment(load_config(config, sys.argv[2:]))
+    exp, inner, query, M = update_inputs(config, sys.argv[2:])
     algo = exp.algo
-    inner, query, M = algo.collect_meta_batch(exp.task_rng)
-    exp.collector.close()
     start = {k: v.clone() for k, v in algo.policy.state_dict().items()}
     algo._trpo(inner, query, M)  # warm-up
     algo.policy.load_state_dict(start)

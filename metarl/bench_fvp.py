@@ -18,13 +18,22 @@ import time
 import torch
 
 
-def bench_fvp(config: str = "experiments/navigation2d_maml.yaml", overrides=(), rounds: int = 3) -> dict:
-    from metarl.algos.maml.fisher import OuterLinearization, mlp_spec
+def update_inputs(config: str, overrides=()):
+    """One meta-batch of a MAML config, as training collects it for an outer update: the experiment (its
+    collector closed), the inner batches, the query batch and the number of tasks."""
     from metarl.experiment import build_experiment, load_config
 
     exp = build_experiment(load_config(config, list(overrides)))
+    inner, query, M = exp.algo.collect_meta_batch(exp.task_rng)
+    exp.collector.close()
+    return exp, inner, query, M
+
+
+def bench_fvp(config: str = "experiments/navigation2d_maml.yaml", overrides=(), rounds: int = 3) -> dict:
+    from metarl.algos.maml.fisher import OuterLinearization, mlp_spec
+
+    exp, inner, query, M = update_inputs(config, overrides)
     algo, cfg = exp.algo, exp.cfg.maml
-    inner, query, M = algo.collect_meta_batch(exp.task_rng)
     spec = mlp_spec(algo.policy)
     if spec is None or cfg.estimator != "reinforce":
         raise ValueError(f"bench fvp needs an MLP Gaussian or categorical policy and the reinforce estimator ({config})")
@@ -60,7 +69,6 @@ def bench_fvp(config: str = "experiments/navigation2d_maml.yaml", overrides=(), 
             f()
             times[name].append(time.perf_counter() - t)
     med = {k: statistics.median(x) for k, x in times.items()}
-    exp.collector.close()
     return {"bench": "fvp", "config": config, "overrides": list(overrides), "products": cfg.cg_iters,
             "query_rows": rows_q, "inner_rows": rows_i, "width": width, "cross_block": lin.cross,
             "fvp_s": med["products"], "unfused_matmuls_s": med["matmuls"],
