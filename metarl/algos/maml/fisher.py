@@ -360,11 +360,10 @@ class _InnerStep:
             for tasks, rows in self.chunks:
                 p = {n: t[tasks] for n, t in params.items()}
                 net = _MLP(spec, p, x[tasks, rows], work=work)
-                part = self._output_grads(p, net.out, actions[tasks, rows], c[tasks, rows], keep=False)
-                g_s = part.pop("log_std", None)
-                part = net.backward(part["out"])
-                if g_s is not None:
-                    part["log_std"] = g_s
+                outs = self._output_grads(p, net.out, actions[tasks, rows], c[tasks, rows], keep=False)
+                part = net.backward(outs["out"])
+                if spec.gaussian:
+                    part["log_std"] = outs["log_std"]
                 grad = _accumulate(grad, part, tasks, num_tasks, whole)
             self.grad = grad
             return
