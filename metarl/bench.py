@@ -208,20 +208,26 @@ def bench_maml(config: str = "experiments/navigation2d_maml.yaml", iterations: i
     for exp in exps:
         exp.algo.train_iteration(exp.task_rng)  # warm-up
     totals: list[dict[str, float]] = [{"wall": 0.0} for _ in exps]
+    # per timed iteration, so that a comparison can check both sides did the same work (a rejected TRPO
+    # step or extra backtracks cost evaluations)
+    line_search: list[dict[str, list[float]]] = [{} for _ in exps]
     for _ in range(iterations):
-        for exp, total in zip(exps, totals):
+        for exp, total, ls in zip(exps, totals, line_search):
             t0 = time.perf_counter()
             stats = exp.algo.train_iteration(exp.task_rng)
             total["wall"] += time.perf_counter() - t0
             for k, v in stats.items():
                 if k.startswith("time/"):
                     total[k] = total.get(k, 0.0) + v
+                elif k.startswith("line_search/"):
+                    ls.setdefault(k.replace("/", "_"), []).append(float(v))
     results = []
-    for name, exp, total in zip(names, exps, totals):
+    for name, exp, total, ls in zip(names, exps, totals, line_search):
         r = {"config": name, "algo": exp.cfg.algo, "seconds_per_iteration": total.pop("wall") / iterations}
         if exp.cfg.algo == "maml":
             r["estimator"] = exp.cfg.maml.estimator
         r.update({k.replace("time/", "").replace("_s", "") + "_s": v / iterations for k, v in total.items()})
+        r.update(ls)
         exp.collector.close()
         results.append(r)
     out = {"bench": "maml", **results[0], "overrides": list(overrides)}

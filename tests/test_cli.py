@@ -223,3 +223,6 @@ def test_bench_maml_times_a_promp_config_against_maml(capsys, config):
         assert r["seconds_per_iteration"] > 0 and r["update_s"] > 0
         assert r["sampling_s"] + r["adaptation_s"] + r["update_s"] <= r["seconds_per_iteration"] * 1.01
     assert out["ratio"] == pytest.approx(out["seconds_per_iteration"] / out["compare"]["seconds_per_iteration"])
+    # MAML-TRPO's line search, per timed iteration (ProMP has none)
+    assert len(out["compare"]["line_search_accepted"]) == 1 and out["compare"]["line_search_backtracks"][0] >= 0
+    assert "line_search_accepted" not in out
