@@ -118,7 +118,8 @@ def row_chunks(num_tasks: int, rows: int, chunk_rows: int | None) -> list[tuple[
 
 
 def _accumulate(total: Params | None, part: Params, tasks: slice, num_tasks: int, whole: bool) -> Params:
-    """Add one chunk's per-task parameter sums into ``total`` ([num_tasks, ...] each)."""
+    """Add one chunk's per-task sums into ``total`` ([num_tasks, ...] each); ``whole``: the chunk is the only
+    one and covers every task and row, so it is the total."""
     if whole:
         return part
     if total is None:
