@@ -200,7 +200,6 @@ class _MLP:
             None if g is None else g[tasks, rows] for g in self.grad_inputs]
         part.cross = None
         part.uses_cross = self.cross is not None
-        part.out = self.out[tasks, rows]
         return part
 
     def _affine(self, h, w, b, key: str | None = None) -> torch.Tensor:
