@@ -44,6 +44,7 @@ def bench_collect(env_id: str = "metarl/HalfCheetahVel-v0", num_tasks: int = 40,
     envs), for the same batch. ``num_workers``: processes of ``backend`` subproc (and Ray actors)."""
     from metarl.sampling.collector import Collector
     from metarl.common.policies import make_policy
+    from metarl.sampling.vector import ThreadedVectorEnv, make_vector_env
 
     if backend == "ray":
         # Ray actors (collector.num_workers' default, 2) on the cluster in RAY_ADDRESS, else a local Ray
@@ -79,6 +80,11 @@ def bench_collect(env_id: str = "metarl/HalfCheetahVel-v0", num_tasks: int = 40,
         # clocks or SMT siblings can make busy cores slower each than one busy core.
         arms["parallel_single_env_steps_per_s"] = lambda: _parallel_single_env_rate(
             env_id, horizon, kwargs, collector.num_workers)
+    own_venv = None
+    if isinstance(venv, ThreadedVectorEnv):  # the physics' limit is the whole batch's: one rollout, every core
+        venv = own_venv = make_vector_env(env_id, num_tasks * episodes_per_task, backend="auto",
+                                          num_threads=len(venv.venvs), **kwargs)
+        venv.set_tasks([task for task in tasks for _ in range(episodes_per_task)])
     if hasattr(venv, "model") and hasattr(venv, "get_state"):  # natively batched MuJoCo: the physics' own limit
         arms["open_loop_steps_per_s"] = lambda: _open_loop_limit(venv, horizon, 1)
     rounds = {name: [] for name in arms}
@@ -102,6 +108,8 @@ def bench_collect(env_id: str = "metarl/HalfCheetahVel-v0", num_tasks: int = 40,
     if "open_loop_steps_per_s" in best:
         limit = best["open_loop_steps_per_s"]
         out.update(open_loop_steps_per_s=limit, ratio=ours / limit)
+    if own_venv is not None:
+        own_venv.close()
     collector.close()
     return {**out, **_machine()}
 

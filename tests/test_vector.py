@@ -100,11 +100,11 @@ def test_backends():
 
 
 def test_bad_backend_name():
-    with pytest.raises(ValueError, match=r"one of auto, native, gym, subproc; got 'numpy'"):
+    with pytest.raises(ValueError, match=r"one of auto, native, gym, subproc, threads; got 'numpy'"):
         make_vector_env("metarl/Navigation2D-v0", 2, backend="numpy")
     collector = Collector("metarl/Navigation2D-v0", backend="Native")
     policy = make_policy(collector.observation_space, collector.action_space, False, (4,))
-    with pytest.raises(ValueError, match=r"one of auto, native, gym, subproc; got 'Native'"):
+    with pytest.raises(ValueError, match=r"one of auto, native, gym, subproc, threads; got 'Native'"):
         collector.collect(policy, collector.sample_tasks(1, np.random.default_rng(0)), 1)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 from dataclasses import dataclass, field, fields
 from typing import Sequence
 
@@ -32,8 +33,8 @@ import torch
 from metarl.common.distributions import draw_noise
 from metarl.common.policies import Params, policy_forward
 from metarl.common.tasks import BatchedTaskEnv
-from metarl.sampling.vector import (SubprocVectorEnv, env_class, horizon as registered_horizon, make_task_env,
-                                   make_vector_env, run_loop as _run_loop)
+from metarl.sampling.vector import (SubprocVectorEnv, ThreadedVectorEnv, env_class, horizon as registered_horizon,
+                                   make_task_env, make_vector_env, run_loop as _run_loop)
 
 
 def _takes_num_threads(env_id: str, backend: str) -> bool:
@@ -60,6 +61,23 @@ def _single_threaded_torch():
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def _share_loop(loop, torch_threads: int):
+    """A step loop that may be driven on a thread of its own (backend ``threads``), set up there as on
+    the collector's thread: torch's grad mode and its OpenMP/MKL thread count are per thread, and a new
+    thread starts with gradients on and every core (its policy calls would record a graph, spin idle
+    OpenMP workers on the cores MuJoCo steps on, and round differently from the calling thread)."""
+    torch.set_num_threads(torch_threads)  # runs at the first resumption, on the driving thread
+    with torch.no_grad():
+        call = next(loop)
+    while True:
+        result = yield call
+        with torch.no_grad():
+            try:
+                call = loop.send(result)
+            except StopIteration as stop:
+                return stop.value
 
 
 def policy_device(policy: torch.nn.Module) -> torch.device:
@@ -280,9 +298,17 @@ class Collector:
 
                 venv = make_oracle_vector_env(self.env_id, num_envs, backend=self._vector_backend, **kwargs)
             else:
-                if self._vector_backend == "subproc":
+                backend = self._vector_backend
+                if backend == "subproc":
                     kwargs["num_workers"] = self.num_workers
-                venv = make_vector_env(self.env_id, num_envs, backend=self._vector_backend, **kwargs)
+                if backend == "auto" and num_envs > 1 and _takes_num_threads(self.env_id, backend) and (
+                        self.num_threads or os.cpu_count() or 1) > 1:
+                    # Natively batched MuJoCo on several threads: one share per thread, each driven by its
+                    # own step loop (ThreadedVectorEnv), so the policy's Python for one share overlaps the
+                    # others' physics; one rollout over the whole batch would leave its pool idle then
+                    # (0.86 against 0.92-0.94 of the open-loop limit, 2 cores, BENCHMARKS.md). Same batches.
+                    backend = "threads"
+                venv = make_vector_env(self.env_id, num_envs, backend=backend, **kwargs)
             venv.seed(self.column_seeds(num_envs))
             self._venvs[num_envs] = venv
         return venv
@@ -486,11 +512,12 @@ class Collector:
 
         def loop(a: int, b: int):
             share_rows = rows if (a, b) == (0, n_cols) else _PolicyRows(rows.start + a, b - a, rows.total)
-            return self._step_loop(policy, share_rows, T, cols_per_task, params, per_task_params, deterministic,
-                                   None if noise is None else noise[:, a:b], column_inputs, device)
+            return _share_loop(self._step_loop(policy, share_rows, T, cols_per_task, params, per_task_params,
+                                               deterministic, None if noise is None else noise[:, a:b],
+                                               column_inputs, device), torch.get_num_threads())
 
         with torch.no_grad(), _single_threaded_torch():
-            if isinstance(venv, SubprocVectorEnv) and len(shares) > 1:
+            if isinstance(venv, (SubprocVectorEnv, ThreadedVectorEnv)) and len(shares) > 1:
                 parts = venv.run_share_loops([loop(a, b) for a, b in shares])
             else:
                 parts = [_run_loop(venv, loop(0, n_cols))]
@@ -561,7 +588,10 @@ class Collector:
                 obs, info = yield "reset", None
                 running[:] = True
             obs_buf[t] = obs
-            obs_t = torch.from_numpy(obs_buf[t]).to(device)
+            # A copy, not a view of obs_buf: MKL's rounding depends on its operands' memory alignment, and
+            # row t of obs_buf sits at an offset of t * n_cols * D floats; a fresh tensor (64-byte
+            # aligned by torch) rounds as a share's widened input does, whatever t and the share sizes.
+            obs_t = torch.from_numpy(obs_buf[t]).to(device, copy=True)
             if recurrent:
                 inputs = policy.make_inputs(obs_t, prev_action, prev_reward, prev_done)
                 out, new_state = policy.step(rows.widen(inputs), state)

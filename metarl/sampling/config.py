@@ -33,7 +33,7 @@ class EnvConfig:
 class CollectorConfig:
     """Experience collection: vector environments and devices."""
 
-    backend: Literal["auto", "native", "gym", "subproc", "ray"] = "auto"
+    backend: Literal["auto", "native", "gym", "subproc", "threads", "ray"] = "auto"
     """Vector env implementation: auto = native batched when available, else the Gymnasium loop; subproc = auto's in num_workers worker processes on this machine (envs stepped in Python, e.g. Meta-World); ray = Ray actors (num_workers, address) each using auto."""
     num_threads: int | None = None
     """Threads stepping MuJoCo environments (backend ray: per actor); null = all cores (ray: 1)."""

@@ -28,9 +28,12 @@ of 200 columns would be 200 processes on a 2-core machine), and has the SyncVect
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
+import threading
 from typing import Any, Sequence
 
 import gymnasium as gym
@@ -163,8 +166,7 @@ class SubprocVectorEnv(BatchedTaskEnv):
             raise ValueError(f"num_workers must be a positive integer, got {num_workers!r}")
         spec = env_spec(env_id)  # an unknown id fails here, with the list of registered ones
         self.env_id = env_id
-        bounds = np.linspace(0, self.num_envs, min(int(num_workers), self.num_envs) + 1).round().astype(int)
-        self.shares = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+        self.shares = share_bounds(self.num_envs, num_workers)
         # fork (Linux), as Gymnasium's AsyncVectorEnv does: spawn and forkserver re-import the caller's
         # __main__, which breaks any script without an `if __name__ == "__main__":` guard. The workers
         # only step environments (no torch), so the parent's thread pools do not matter to them.
@@ -267,13 +269,7 @@ class SubprocVectorEnv(BatchedTaskEnv):
         return obs, reward, terminated, truncated, self._merge_infos([p[4] for p in parts])
 
     def _merge_infos(self, infos: list[dict]) -> dict[str, np.ndarray]:
-        """Shares' info arrays concatenated; a share that lacks a key (none of its sub-envs stepped) gets zeros."""
-        out = {}
-        for key in dict.fromkeys(k for info in infos for k in info):
-            like = next(info[key] for info in infos if key in info)
-            out[key] = np.concatenate([info[key] if key in info else np.zeros((b - a, *like.shape[1:]), like.dtype)
-                                       for info, (a, b) in zip(infos, self.shares)])
-        return out
+        return merge_share_infos(infos, self.shares)
 
     def get_rng_state(self):
         return [s for part in self._call_all("get_rng_state") for s in part]
@@ -297,11 +293,138 @@ class SubprocVectorEnv(BatchedTaskEnv):
         self._conns, self._procs = [], []
 
 
-def run_loop(venv: BatchedTaskEnv, loop) -> Any:
+def share_bounds(num_envs: int, num_shares: int) -> list[tuple[int, int]]:
+    """Contiguous shares [a, b) of ``num_envs`` sub-environments, as equal as can be, at most ``num_envs`` of them."""
+    bounds = np.linspace(0, num_envs, min(int(num_shares), num_envs) + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def merge_share_infos(infos: list[dict], shares: Sequence[tuple[int, int]]) -> dict[str, np.ndarray]:
+    """Shares' info arrays concatenated; a share that lacks a key (none of its sub-envs stepped) gets zeros."""
+    out = {}
+    for key in dict.fromkeys(k for info in infos for k in info):
+        like = next(info[key] for info in infos if key in info)
+        out[key] = np.concatenate([info[key] if key in info else np.zeros((b - a, *like.shape[1:]), like.dtype)
+                                   for info, (a, b) in zip(infos, shares)])
+    return out
+
+
+class ThreadedVectorEnv(BatchedTaskEnv):
+    """Sub-environments [a_w, b_w) in share w, each share the vector env ``auto`` would build (a natively
+    batched MuJoCo share steps on one thread: ``num_threads=1``), all in this process.
+
+    :meth:`run_share_loops` drives each share's step loop on its own Python thread. MuJoCo's
+    ``rollout`` releases the GIL, so one share's physics runs while the collector computes the policy,
+    rewards and observations of another: with one ``rollout`` over the whole batch on a pool of
+    threads (backend ``auto``), the pool waits during that Python (about a tenth of a collection on
+    two cores). No processes, no pipes: arrays are shared, nothing is pickled. Environments stepped in
+    Python (the Gymnasium loop, Meta-World) hold the GIL and gain nothing here; use ``subproc``.
+    :meth:`step` and :meth:`reset` are lock-step, the shares one after the other."""
+
+    def __init__(self, env_id: str, num_envs: int, num_threads: int | None = None, **env_kwargs: Any):
+        super().__init__(num_envs)
+        if num_threads is None:
+            num_threads = os.cpu_count() or 1
+        if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
+            raise ValueError(f"num_threads must be a positive integer, got {num_threads!r}")
+        self.env_id = env_id
+        self.shares = share_bounds(self.num_envs, num_threads)
+        batched = getattr(env_class(env_id), "batched_env_class", None)
+        if batched is not None and "num_threads" in inspect.signature(batched).parameters:
+            env_kwargs = {**env_kwargs, "num_threads": 1}  # each share's stepping thread is its loop's thread
+        self.venvs: list[BatchedTaskEnv] = []
+        try:
+            for a, b in self.shares:
+                self.venvs.append(make_vector_env(env_id, b - a, backend="auto", **env_kwargs))
+        except BaseException:
+            self.close()
+            raise
+        self.single_observation_space = self.venvs[0].single_observation_space
+        self.single_action_space = self.venvs[0].single_action_space
+        self.supervised_loss = self.venvs[0].supervised_loss
+
+    def run_share_loops(self, loops: Sequence) -> list:
+        """Drive one step loop per share (generators as :func:`run_loop` takes), share 0 on the calling
+        thread and each other share on a thread of its own; returns each loop's return value, in share
+        order. The first error (or Ctrl-C) stops every loop at its next call, then is raised."""
+        if len(loops) != len(self.venvs):
+            raise ValueError(f"run_share_loops needs one loop per share ({len(self.venvs)}), got {len(loops)}")
+        results: list = [None] * len(loops)
+        errors: list = []
+        stop = threading.Event()
+
+        def drive(w: int) -> None:
+            try:
+                results[w] = run_loop(self.venvs[w], loops[w], stop)
+            except BaseException as err:
+                errors.append(err)
+                stop.set()
+
+        threads = [threading.Thread(target=drive, args=(w,), name=f"metarl-share-{w}", daemon=True)
+                   for w in range(1, len(loops))]
+        for thread in threads:
+            thread.start()
+        drive(0)  # Ctrl-C reaches the main thread: caught there as any error, it stops the others
+        for thread in threads:
+            while thread.is_alive():
+                try:
+                    thread.join()
+                except KeyboardInterrupt:  # Ctrl-C while waiting for the others: stop them, then re-raise
+                    stop.set()
+                    errors.append(KeyboardInterrupt())
+        if errors:
+            raise errors[0]
+        return results
+
+    def _each(self, method: str, args: Sequence | None = None) -> list:
+        return [getattr(v, method)(*(() if args is None else (args[i],))) for i, v in enumerate(self.venvs)]
+
+    def _split(self, items) -> list:
+        return [items[a:b] for a, b in self.shares]
+
+    def seed(self, seeds: Sequence[int]) -> None:
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"seed() needs {self.num_envs} seeds, got {len(seeds)}")
+        self._each("seed", self._split([int(s) for s in seeds]))
+
+    def _tasks_changed(self) -> None:
+        self._each("set_tasks", self._split(self.tasks))
+
+    def reset(self):
+        parts = self._each("reset")
+        return np.concatenate([p[0] for p in parts]), merge_share_infos([p[1] for p in parts], self.shares)
+
+    def step(self, actions):
+        actions = np.asarray(actions)
+        if actions.shape[:1] != (self.num_envs,):
+            raise ValueError(f"actions must have {self.num_envs} rows, got shape {actions.shape}")
+        parts = self._each("step", self._split(actions))
+        obs, reward, terminated, truncated = (np.concatenate([p[i] for p in parts]) for i in range(4))
+        return obs, reward, terminated, truncated, merge_share_infos([p[4] for p in parts], self.shares)
+
+    def get_rng_state(self):
+        return [s for part in self._each("get_rng_state") for s in part]
+
+    def set_rng_state(self, states):
+        if len(states) != self.num_envs:
+            raise ValueError(f"set_rng_state() needs {self.num_envs} states, got {len(states)}")
+        self._each("set_rng_state", self._split(list(states)))
+
+    def close(self):
+        for venv in self.venvs:
+            venv.close()
+        self.venvs = []
+
+
+def run_loop(venv: BatchedTaskEnv, loop, stop: threading.Event | None = None) -> Any:
     """Drive a step loop, a generator that yields the vector env calls it needs (``("reset", None)`` or
-    ``("step", actions)``) and is sent each call's result, on ``venv``; returns the loop's return value."""
+    ``("step", actions)``) and is sent each call's result, on ``venv``; returns the loop's return value.
+    ``stop``: when set (by another share's loop that failed), the loop is closed and None returned."""
     call = next(loop)
     while True:
+        if stop is not None and stop.is_set():
+            loop.close()
+            return None
         command, arg = call
         result = venv.reset() if command == "reset" else venv.step(arg)
         try:
@@ -385,10 +508,12 @@ def make_vector_env(env_id: str, num_envs: int, backend: str = "auto", num_worke
     ``native`` (require it), ``gym`` (always the loop over single Gymnasium envs), or ``subproc``
     (``auto``'s vector env in ``num_workers`` worker processes, :class:`SubprocVectorEnv`).
     """
-    if backend not in ("auto", "native", "gym", "subproc"):
-        raise ValueError(f"vector backend must be one of auto, native, gym, subproc; got {backend!r}")
+    if backend not in ("auto", "native", "gym", "subproc", "threads"):
+        raise ValueError(f"vector backend must be one of auto, native, gym, subproc, threads; got {backend!r}")
     if backend == "subproc":
         return SubprocVectorEnv(env_id, num_envs, num_workers, **env_kwargs)
+    if backend == "threads":
+        return ThreadedVectorEnv(env_id, num_envs, **env_kwargs)
     spec = env_spec(env_id)
     cls = env_class(env_id)
     batched = getattr(cls, "batched_env_class", None)
