@@ -185,3 +185,13 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match=r"actions must have 4 rows, got shape \(3, 6\)"):
         venv.step(np.zeros((3, 6)))
     venv.close()
+
+
+def test_subproc_shares_equal_the_whole_batch_with_per_task_parameters():
+    # The same construction in worker processes: a share's zero-padded policy input is a fresh tensor, and
+    # so is the whole batch's (MKL rounds by operand alignment; a view into the step buffer at row t did not
+    # match in the last bit here before the step loop copied it)
+    whole, whole_states, _ = _collect(CHEETAH_DIR, "native", 2, per_task=True)
+    shared, shared_states, _ = _collect(CHEETAH_DIR, "subproc", 2, per_task=True)
+    _assert_batches_equal(whole, shared)
+    assert whole_states == shared_states
