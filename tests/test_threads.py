@@ -6,7 +6,6 @@ shares: per-task parameters, early terminations, per-task physics and RL² trial
 from __future__ import annotations
 
 import threading
-from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -18,21 +17,11 @@ from metarl.common.tasks import BatchedTaskEnv
 from metarl.sampling.collector import Collector
 from metarl.sampling.vector import ThreadedVectorEnv, make_vector_env
 
+from test_subproc import _assert_batches_equal
 from test_vector import TINY_ID  # a third-party env stepped in a Python loop
 
 CHEETAH_VEL, CHEETAH_DIR = "metarl/HalfCheetahVel-v0", "metarl/HalfCheetahDir-v0"
 WALKER = "metarl/Walker2DRandParams-v0"  # per-task physics, and episodes that end when the walker falls
-
-
-def _assert_batches_equal(a, b):
-    for f in fields(a):
-        x, y = getattr(a, f.name), getattr(b, f.name)
-        if isinstance(x, torch.Tensor):
-            assert torch.equal(x, y), f.name
-        elif f.name == "infos":
-            assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x), f.name
-        else:
-            assert x == y, f.name
 
 
 def _collect(env_id, backend, threads, *, tasks=3, episodes=3, horizon=25, per_task=False, recurrent=False,

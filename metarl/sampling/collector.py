@@ -33,8 +33,8 @@ import torch
 from metarl.common.distributions import draw_noise
 from metarl.common.policies import Params, policy_forward
 from metarl.common.tasks import BatchedTaskEnv
-from metarl.sampling.vector import (SubprocVectorEnv, ThreadedVectorEnv, env_class, horizon as registered_horizon,
-                                   make_task_env, make_vector_env, run_loop as _run_loop)
+from metarl.sampling.vector import (ShareVectorEnv, env_class, horizon as registered_horizon, make_task_env,
+                                   make_vector_env, run_loop as _run_loop)
 
 
 def _takes_num_threads(env_id: str, backend: str) -> bool:
@@ -517,7 +517,7 @@ class Collector:
                                                column_inputs, device), torch.get_num_threads())
 
         with torch.no_grad(), _single_threaded_torch():
-            if isinstance(venv, (SubprocVectorEnv, ThreadedVectorEnv)) and len(shares) > 1:
+            if isinstance(venv, ShareVectorEnv) and len(shares) > 1:
                 parts = venv.run_share_loops([loop(a, b) for a, b in shares])
             else:
                 parts = [_run_loop(venv, loop(0, n_cols))]

@@ -18,6 +18,10 @@ step a sub-environment whose episode has ended, so a batch in which one episode 
 stream on an episode nobody uses and breaks equality with the native path. Stepping only the
 running sub-environments needs the loop below, which is what SyncVectorEnv does internally anyway.
 
+:class:`ThreadedVectorEnv` (backend ``threads``, and ``auto``'s choice in the collector for natively batched
+MuJoCo on several threads) holds one share per thread in this process and steps each on its own thread,
+so one share's physics (``mujoco.rollout`` releases the GIL) overlaps another share's Python.
+
 :class:`SubprocVectorEnv` (backend ``subproc``) runs contiguous shares of the sub-environments in
 worker processes, each share the vector env ``auto`` would build, so environments stepped in Python
 (Meta-World, ~1-2k steps/s each) use every core; its batches equal the in-process ones bit for bit.
@@ -34,6 +38,7 @@ import multiprocessing.connection
 import os
 import signal
 import threading
+from abc import abstractmethod
 from typing import Any, Sequence
 
 import gymnasium as gym
@@ -154,7 +159,58 @@ def _subproc_worker(conn, spec: gym.envs.registration.EnvSpec, num_envs: int, en
             conn.send(("error", err))
 
 
-class SubprocVectorEnv(BatchedTaskEnv):
+class ShareVectorEnv(BatchedTaskEnv):
+    """Sub-environments in contiguous shares [a_w, b_w) (``self.shares``), each share the vector env ``auto``
+    would build, held elsewhere: in a worker process (:class:`SubprocVectorEnv`) or in this process, stepped
+    on a thread of its own (:class:`ThreadedVectorEnv`). The calls of the vector env API go to every share
+    with its slice of the arguments (:meth:`_call_all`), lock-step; the collector drives the shares apart
+    instead (:meth:`run_share_loops`)."""
+
+    shares: list[tuple[int, int]]
+
+    @abstractmethod
+    def _call_all(self, command: str, args: Sequence | None = None) -> list:
+        """Call the vector env method ``command`` of every share (with ``args[w]`` for share w when given);
+        the shares' results, in share order."""
+
+    @abstractmethod
+    def run_share_loops(self, loops: Sequence) -> list:
+        """Drive one step loop per share (generators as :func:`run_loop` takes, loop w on share w's
+        sub-environments) without lock-step; returns each loop's return value, in share order."""
+
+    def _split(self, items) -> list:
+        return [items[a:b] for a, b in self.shares]
+
+    def seed(self, seeds: Sequence[int]) -> None:
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"seed() needs {self.num_envs} seeds, got {len(seeds)}")
+        self._call_all("seed", self._split([int(s) for s in seeds]))
+
+    def _tasks_changed(self) -> None:
+        self._call_all("set_tasks", self._split(self.tasks))
+
+    def reset(self):
+        parts = self._call_all("reset")
+        return np.concatenate([p[0] for p in parts]), merge_share_infos([p[1] for p in parts], self.shares)
+
+    def step(self, actions):
+        actions = np.asarray(actions)
+        if actions.shape[:1] != (self.num_envs,):
+            raise ValueError(f"actions must have {self.num_envs} rows, got shape {actions.shape}")
+        parts = self._call_all("step", self._split(actions))
+        obs, reward, terminated, truncated = (np.concatenate([p[i] for p in parts]) for i in range(4))
+        return obs, reward, terminated, truncated, merge_share_infos([p[4] for p in parts], self.shares)
+
+    def get_rng_state(self):
+        return [s for part in self._call_all("get_rng_state") for s in part]
+
+    def set_rng_state(self, states):
+        if len(states) != self.num_envs:
+            raise ValueError(f"set_rng_state() needs {self.num_envs} states, got {len(states)}")
+        self._call_all("set_rng_state", self._split(list(states)))
+
+
+class SubprocVectorEnv(ShareVectorEnv):
     """Sub-environments [a_w, b_w) in worker process w (forked), each share the vector env
     ``auto`` would build; numpy arrays go through pipes. :meth:`step` is lock-step (every worker steps
     its share, the main process waits for all); the collector drives the shares apart instead
@@ -247,38 +303,6 @@ class SubprocVectorEnv(BatchedTaskEnv):
             raise
         return results
 
-    def _split(self, items) -> list:
-        return [items[a:b] for a, b in self.shares]
-
-    def seed(self, seeds: Sequence[int]) -> None:
-        if len(seeds) != self.num_envs:
-            raise ValueError(f"seed() needs {self.num_envs} seeds, got {len(seeds)}")
-        self._call_all("seed", self._split([int(s) for s in seeds]))
-
-    def _tasks_changed(self) -> None:
-        self._call_all("set_tasks", self._split(self.tasks))
-
-    def reset(self):
-        parts = self._call_all("reset")
-        return np.concatenate([p[0] for p in parts]), self._merge_infos([p[1] for p in parts])
-
-    def step(self, actions):
-        actions = np.asarray(actions)
-        parts = self._call_all("step", self._split(actions))
-        obs, reward, terminated, truncated = (np.concatenate([p[i] for p in parts]) for i in range(4))
-        return obs, reward, terminated, truncated, self._merge_infos([p[4] for p in parts])
-
-    def _merge_infos(self, infos: list[dict]) -> dict[str, np.ndarray]:
-        return merge_share_infos(infos, self.shares)
-
-    def get_rng_state(self):
-        return [s for part in self._call_all("get_rng_state") for s in part]
-
-    def set_rng_state(self, states):
-        if len(states) != self.num_envs:
-            raise ValueError(f"set_rng_state() needs {self.num_envs} states, got {len(states)}")
-        self._call_all("set_rng_state", self._split(list(states)))
-
     def close(self):
         for conn, proc in zip(self._conns, self._procs):
             try:
@@ -309,7 +333,7 @@ def merge_share_infos(infos: list[dict], shares: Sequence[tuple[int, int]]) -> d
     return out
 
 
-class ThreadedVectorEnv(BatchedTaskEnv):
+class ThreadedVectorEnv(ShareVectorEnv):
     """Sub-environments [a_w, b_w) in share w, each share the vector env ``auto`` would build (a natively
     batched MuJoCo share steps on one thread: ``num_threads=1``), all in this process.
 
@@ -376,39 +400,8 @@ class ThreadedVectorEnv(BatchedTaskEnv):
             raise errors[0]
         return results
 
-    def _each(self, method: str, args: Sequence | None = None) -> list:
-        return [getattr(v, method)(*(() if args is None else (args[i],))) for i, v in enumerate(self.venvs)]
-
-    def _split(self, items) -> list:
-        return [items[a:b] for a, b in self.shares]
-
-    def seed(self, seeds: Sequence[int]) -> None:
-        if len(seeds) != self.num_envs:
-            raise ValueError(f"seed() needs {self.num_envs} seeds, got {len(seeds)}")
-        self._each("seed", self._split([int(s) for s in seeds]))
-
-    def _tasks_changed(self) -> None:
-        self._each("set_tasks", self._split(self.tasks))
-
-    def reset(self):
-        parts = self._each("reset")
-        return np.concatenate([p[0] for p in parts]), merge_share_infos([p[1] for p in parts], self.shares)
-
-    def step(self, actions):
-        actions = np.asarray(actions)
-        if actions.shape[:1] != (self.num_envs,):
-            raise ValueError(f"actions must have {self.num_envs} rows, got shape {actions.shape}")
-        parts = self._each("step", self._split(actions))
-        obs, reward, terminated, truncated = (np.concatenate([p[i] for p in parts]) for i in range(4))
-        return obs, reward, terminated, truncated, merge_share_infos([p[4] for p in parts], self.shares)
-
-    def get_rng_state(self):
-        return [s for part in self._each("get_rng_state") for s in part]
-
-    def set_rng_state(self, states):
-        if len(states) != self.num_envs:
-            raise ValueError(f"set_rng_state() needs {self.num_envs} states, got {len(states)}")
-        self._each("set_rng_state", self._split(list(states)))
+    def _call_all(self, command: str, args: Sequence | None = None) -> list:
+        return [getattr(v, command)(*(() if args is None else (args[i],))) for i, v in enumerate(self.venvs)]
 
     def close(self):
         for venv in self.venvs:
