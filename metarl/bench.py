@@ -7,7 +7,9 @@
   that steps many envs' Python at once, as Meta-World reach-v3, push-v3 and pick-place-v3 do, can pass; for Meta-World also against one env running metaworld's own
   per-step code, ``ratio_vs_metaworld_own_single_env``), and for natively batched MuJoCo envs collected in this
   process against the open-loop ``mujoco.rollout`` limit for the same model, batch size and thread count
-  (``ratio``). Each figure is timed once per round, rounds interleaved (``--repeats`` of them), best round each.
+  (``ratio``); when the collector steps MuJoCo in one share per thread (``auto`` on several threads), also the
+  same collection as one rollout over the whole batch (``whole_batch_ratio``, ``shares_over_whole_batch``).
+  Each figure is timed once per round, rounds interleaved (``--repeats`` of them), best round each.
 * ``maml``: seconds per meta-iteration of a config (MAML, ProMP or pretraining), split into sampling / inner
   adaptation / outer update; with ``--compare`` a second config timed alternately in the same run and the ratio.
 * ``fvp``: the outer update's Fisher-vector products against the bare matmuls they
@@ -80,11 +82,23 @@ def bench_collect(env_id: str = "metarl/HalfCheetahVel-v0", num_tasks: int = 40,
         # clocks or SMT siblings can make busy cores slower each than one busy core.
         arms["parallel_single_env_steps_per_s"] = lambda: _parallel_single_env_rate(
             env_id, horizon, kwargs, collector.num_workers)
-    own_venv = None
+    own_venv = whole = None
     if isinstance(venv, ThreadedVectorEnv):  # the physics' limit is the whole batch's: one rollout, every core
-        venv = own_venv = make_vector_env(env_id, num_tasks * episodes_per_task, backend="auto",
-                                          num_threads=len(venv.venvs), **kwargs)
+        threads = len(venv.venvs)
+        venv = own_venv = make_vector_env(env_id, num_tasks * episodes_per_task, backend="native",
+                                          num_threads=threads, **kwargs)
         venv.set_tasks([task for task in tasks for _ in range(episodes_per_task)])
+        # and the same collection as one rollout over the whole batch (backend native), so that what the
+        # shares' threads buy is a ratio measured in this run
+        whole = Collector(env_id, seed=0, backend="native", env_kwargs=env_kwargs, num_threads=threads)
+        whole.collect(policy, tasks, episodes_per_task)  # warm-up
+
+        def whole_batch_rate() -> float:
+            t = time.perf_counter()
+            batch = whole.collect(policy, tasks, episodes_per_task)
+            return batch.num_steps / (time.perf_counter() - t)
+
+        arms["whole_batch_collector_steps_per_s"] = whole_batch_rate
     if hasattr(venv, "model") and hasattr(venv, "get_state"):  # natively batched MuJoCo: the physics' own limit
         arms["open_loop_steps_per_s"] = lambda: _open_loop_limit(venv, horizon, 1)
     rounds = {name: [] for name in arms}
@@ -108,8 +122,13 @@ def bench_collect(env_id: str = "metarl/HalfCheetahVel-v0", num_tasks: int = 40,
     if "open_loop_steps_per_s" in best:
         limit = best["open_loop_steps_per_s"]
         out.update(open_loop_steps_per_s=limit, ratio=ours / limit)
+        if "whole_batch_collector_steps_per_s" in best:
+            whole_rate = best["whole_batch_collector_steps_per_s"]
+            out.update(whole_batch_collector_steps_per_s=whole_rate, whole_batch_ratio=whole_rate / limit,
+                       shares_over_whole_batch=ours / whole_rate)
     if own_venv is not None:
         own_venv.close()
+        whole.close()
     collector.close()
     return {**out, **_machine()}
 

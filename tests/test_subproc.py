@@ -198,7 +198,7 @@ def test_bench_collect_interleaves_its_rounds(monkeypatch):
     original_collect = Collector.collect
 
     def collect(self, *args, **kwargs):
-        calls.append("collector")
+        calls.append("whole" if self.backend == "native" else "collector")
         return original_collect(self, *args, **kwargs)
 
     def single(env_id, horizon, kw, **options):
@@ -213,12 +213,16 @@ def test_bench_collect_interleaves_its_rounds(monkeypatch):
     monkeypatch.setattr(Collector, "collect", collect)
     monkeypatch.setattr(bench, "_single_env_rate", single)
     monkeypatch.setattr(bench, "_open_loop_limit", open_loop)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # auto then steps the cheetahs in one share per thread
     out = bench.bench_collect("metarl/HalfCheetahVel-v0", num_tasks=2, episodes_per_task=2, repeats=2)
-    assert calls == ["collector"] + ["collector", "single", "open_loop"] * 2  # a warm-up, then the rounds
+    # warm-ups (the collector, then the same collection as one whole-batch rollout), then the rounds
+    assert calls == ["collector", "whole"] + ["collector", "single", "whole", "open_loop"] * 2
     assert out["rounds"] == 2 and out["batch"] == 4 and out["horizon"] == 200
     assert out["gymnasium_single_env_steps_per_s"] == 300.0 and out["open_loop_steps_per_s"] == 100.0
     assert out["ratio_vs_single_env"] == out["collector_steps_per_s"] / 300.0
     assert out["ratio"] == out["collector_steps_per_s"] / 100.0
+    whole = out["whole_batch_collector_steps_per_s"]
+    assert out["whole_batch_ratio"] == whole / 100.0 and out["shares_over_whole_batch"] == out["collector_steps_per_s"] / whole
 
 
 def test_parallel_single_env_loops_each_count_their_steps(monkeypatch, tmp_path):
