@@ -84,7 +84,7 @@ def bench_collect(env_id: str = "metarl/HalfCheetahVel-v0", num_tasks: int = 40,
             env_id, horizon, kwargs, collector.num_workers)
     own_venv = whole = None
     if isinstance(venv, ThreadedVectorEnv):  # the physics' limit is the whole batch's: one rollout, every core
-        threads = len(venv.venvs)
+        threads = sum(getattr(v, "num_threads", 1) for v in venv.venvs)
         venv = own_venv = make_vector_env(env_id, num_tasks * episodes_per_task, backend="native",
                                           num_threads=threads, **kwargs)
         venv.set_tasks([task for task in tasks for _ in range(episodes_per_task)])

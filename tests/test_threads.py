@@ -15,6 +15,7 @@ import metarl  # noqa: F401  (registers metarl/...)
 from metarl.common.policies import RecurrentPolicy, make_policy, stack_params
 from metarl.common.tasks import BatchedTaskEnv
 from metarl.sampling.collector import Collector
+from metarl.sampling import vector
 from metarl.sampling.vector import ThreadedVectorEnv, make_vector_env
 
 from test_subproc import _assert_batches_equal
@@ -52,8 +53,9 @@ def _collect(env_id, backend, threads, *, tasks=3, episodes=3, horizon=25, per_t
     (WALKER, {"horizon": 60}),
     (CHEETAH_VEL, {"recurrent": True, "trial": 2, "episodes": 2}),
 ])
-@pytest.mark.parametrize("threads", [2, 3])
-def test_threads_equal_the_whole_batch(env_id, options, threads):
+@pytest.mark.parametrize("threads,shares", [(2, 2), (3, 3)])
+def test_threads_equal_the_whole_batch(env_id, options, threads, shares, monkeypatch):
+    monkeypatch.setattr(vector, "THREAD_SHARES", shares)
     whole, whole_states, whole_type = _collect(env_id, "native", threads, **options)
     shared, shared_states, shared_type = _collect(env_id, "threads", threads, **options)
     assert shared_type is ThreadedVectorEnv and whole_type is not ThreadedVectorEnv
@@ -85,11 +87,20 @@ def test_auto_steps_mujoco_in_threads_and_everything_else_as_before():
     _assert_batches_equal(a, b)
 
 
-def test_each_mujoco_share_steps_on_its_own_thread():
+def test_two_shares_split_the_stepping_threads():
+    # two shares by default, whatever the cores: more would repeat the whole-shape policy call once more each
+    venv = ThreadedVectorEnv(CHEETAH_VEL, 7, num_threads=16)
+    assert venv.shares == [(0, 4), (4, 7)] and [v.num_threads for v in venv.venvs] == [8, 8]
+    venv.close()
     venv = ThreadedVectorEnv(CHEETAH_VEL, 7, num_threads=3)
-    assert venv.shares == [(0, 2), (2, 5), (5, 7)]
-    assert [v.num_envs for v in venv.venvs] == [2, 3, 2]
+    assert [v.num_threads for v in venv.venvs] == [2, 1]
+    venv.close()
+    venv = ThreadedVectorEnv(CHEETAH_VEL, 7, num_threads=3, num_shares=3)
+    assert venv.shares == [(0, 2), (2, 5), (5, 7)] and [v.num_envs for v in venv.venvs] == [2, 3, 2]
     assert all(v.num_threads == 1 for v in venv.venvs)  # the loop's thread steps its share; no pool
+    venv.close()
+    venv = ThreadedVectorEnv(CHEETAH_VEL, 7, num_threads=1)  # one thread: one share
+    assert venv.shares == [(0, 7)]
     venv.close()
 
 
@@ -141,7 +152,7 @@ def _loop(n, steps):
 
 
 def _threaded(envs) -> ThreadedVectorEnv:
-    venv = ThreadedVectorEnv(TINY_ID, sum(v.num_envs for v in envs), num_threads=len(envs))
+    venv = ThreadedVectorEnv(TINY_ID, sum(v.num_envs for v in envs), num_threads=len(envs), num_shares=len(envs))
     venv.close()
     venv.venvs = list(envs)
     return venv
@@ -166,6 +177,8 @@ def test_an_error_in_one_share_stops_the_others(error):
 def test_bad_arguments():
     with pytest.raises(ValueError, match=r"num_threads must be a positive integer, got 0"):
         ThreadedVectorEnv(CHEETAH_VEL, 4, num_threads=0)
+    with pytest.raises(ValueError, match=r"num_shares must be a positive integer, got 0"):
+        ThreadedVectorEnv(CHEETAH_VEL, 4, num_shares=0)
     venv = ThreadedVectorEnv(CHEETAH_VEL, 4, num_threads=2)
     with pytest.raises(ValueError, match=r"needs one loop per share \(2\), got 1"):
         venv.run_share_loops([_loop(4, 1)])

@@ -333,33 +333,46 @@ def merge_share_infos(infos: list[dict], shares: Sequence[tuple[int, int]]) -> d
     return out
 
 
+#: shares of a ThreadedVectorEnv unless told otherwise: two overlap one's physics with the other's Python
+THREAD_SHARES = 2
+
+
 class ThreadedVectorEnv(ShareVectorEnv):
-    """Sub-environments [a_w, b_w) in share w, each share the vector env ``auto`` would build (a natively
-    batched MuJoCo share steps on one thread: ``num_threads=1``), all in this process.
+    """Sub-environments in ``num_shares`` contiguous shares (two by default), each share the vector env
+    ``auto`` would build, all in this process; a natively batched MuJoCo share steps on its part of the
+    ``num_threads`` stepping threads (all cores by default).
 
     :meth:`run_share_loops` drives each share's step loop on its own Python thread. MuJoCo's
     ``rollout`` releases the GIL, so one share's physics runs while the collector computes the policy,
     rewards and observations of another: with one ``rollout`` over the whole batch on a pool of
-    threads (backend ``auto``), the pool waits during that Python (about a tenth of a collection on
-    two cores). No processes, no pipes: arrays are shared, nothing is pickled. Environments stepped in
-    Python (the Gymnasium loop, Meta-World) hold the GIL and gain nothing here; use ``subproc``.
-    :meth:`step` and :meth:`reset` are lock-step, the shares one after the other."""
+    threads (backend ``native``), the pool waits during that Python (about a tenth of a collection on
+    two cores). Two shares are enough for that overlap, and more would cost: each share evaluates the
+    policy at the whole collection's shape (what keeps its batches equal to the whole batch's), so the
+    policy's arithmetic grows with the number of shares. No processes, no pipes: arrays are shared,
+    nothing is pickled. Environments stepped in Python (the Gymnasium loop, Meta-World) hold the GIL and
+    gain nothing here; use ``subproc``. :meth:`step` and :meth:`reset` are lock-step, one share after the other."""
 
-    def __init__(self, env_id: str, num_envs: int, num_threads: int | None = None, **env_kwargs: Any):
+    def __init__(self, env_id: str, num_envs: int, num_threads: int | None = None, num_shares: int | None = None,
+                 **env_kwargs: Any):
         super().__init__(num_envs)
         if num_threads is None:
             num_threads = os.cpu_count() or 1
-        if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
-            raise ValueError(f"num_threads must be a positive integer, got {num_threads!r}")
+        if num_shares is None:
+            num_shares = THREAD_SHARES
+        for name, value in (("num_threads", num_threads), ("num_shares", num_shares)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.env_id = env_id
-        self.shares = share_bounds(self.num_envs, num_threads)
+        self.shares = share_bounds(self.num_envs, min(num_shares, num_threads))
+        # the stepping threads split between the shares as evenly as can be (16 -> 8 + 8; 3 -> 2 + 1)
+        threads = [len(part) for part in np.array_split(np.arange(num_threads), len(self.shares))]
         batched = getattr(env_class(env_id), "batched_env_class", None)
-        if batched is not None and "num_threads" in inspect.signature(batched).parameters:
-            env_kwargs = {**env_kwargs, "num_threads": 1}  # each share's stepping thread is its loop's thread
+        takes_threads = batched is not None and "num_threads" in inspect.signature(batched).parameters
         self.venvs: list[BatchedTaskEnv] = []
         try:
-            for a, b in self.shares:
-                self.venvs.append(make_vector_env(env_id, b - a, backend="auto", **env_kwargs))
+            for (a, b), n in zip(self.shares, threads):
+                kwargs = {**env_kwargs, "num_threads": n} if takes_threads else env_kwargs
+                self.venvs.append(make_vector_env(env_id, b - a, backend="auto", **kwargs))
         except BaseException:
             self.close()
             raise
