@@ -7,7 +7,7 @@
   that steps many envs' Python at once, as Meta-World reach-v3, push-v3 and pick-place-v3 do, can pass; for Meta-World also against one env running metaworld's own
   per-step code, ``ratio_vs_metaworld_own_single_env``), and for natively batched MuJoCo envs collected in this
   process against the open-loop ``mujoco.rollout`` limit for the same model, batch size and thread count
-  (``ratio``); when the collector steps MuJoCo in one share per thread (``auto`` on several threads), also the
+  (``ratio``); when the collector steps MuJoCo in two shares of threads (``auto`` on two threads), also the
   same collection as one rollout over the whole batch (``whole_batch_ratio``, ``shares_over_whole_batch``).
   Each figure is timed once per round, rounds interleaved (``--repeats`` of them), best round each.
 * ``maml``: seconds per meta-iteration of a config (MAML, ProMP or pretraining), split into sampling / inner

@@ -1,5 +1,5 @@
 """The threaded vector env (collector backend ``threads``, and ``auto``'s choice for natively batched MuJoCo
-on several threads): each share of the columns steps on its own Python thread, driven by its own step loop.
+on two threads): each share of the columns steps on its own Python thread, driven by its own step loop.
 Its batches equal the whole-batch lock-step ones (backend ``native``) bit for bit, whatever the number of
 shares: per-task parameters, early terminations, per-task physics and RL² trials included."""
 
@@ -76,6 +76,8 @@ def test_auto_steps_mujoco_in_threads_and_everything_else_as_before():
         return kind
 
     assert venv_type(CHEETAH_VEL, num_threads=2) is ThreadedVectorEnv
+    # many stepping threads: the per-step Python, which the shares cannot run at once, outweighs the physics
+    assert venv_type(CHEETAH_VEL, num_threads=16) is not ThreadedVectorEnv
     # one stepping thread, the oracle's task-in-observation wrapper, or an env without native batching:
     # nothing to overlap, or a wrapper that steps in lock-step; the whole batch as before
     assert venv_type(CHEETAH_VEL, num_threads=1) is not ThreadedVectorEnv

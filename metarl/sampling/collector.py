@@ -37,6 +37,15 @@ from metarl.sampling.vector import (ShareVectorEnv, env_class, horizon as regist
                                    make_vector_env, run_loop as _run_loop)
 
 
+#: ``auto`` steps natively batched MuJoCo in two shares of threads (backend ``threads``) on up to this many
+#: stepping threads, and as one rollout over the whole batch (``native``) beyond. Measured (BENCHMARKS.md):
+#: on 2 cores the shares reach 0.90-0.95 of the open-loop limit against 0.87; on 16 cores, where MuJoCo's
+#: stepping shrinks beside the per-step Python that the shares cannot run at once (the GIL) and that each
+#: share repeats at the whole collection's shape, 0.98 of the whole batch's rate in bench collect and 15% slower
+#: sampling in a MAML iteration. Counts in between are not measured; one place to change when they are.
+SHARED_STEPPING_MAX_THREADS = 2
+
+
 def _takes_num_threads(env_id: str, backend: str) -> bool:
     if backend == "gym":
         return False
@@ -301,12 +310,12 @@ class Collector:
                 backend = self._vector_backend
                 if backend == "subproc":
                     kwargs["num_workers"] = self.num_workers
-                if backend == "auto" and num_envs > 1 and _takes_num_threads(self.env_id, backend) and (
-                        self.num_threads or os.cpu_count() or 1) > 1:
-                    # Natively batched MuJoCo on several threads: one share per thread, each driven by its
-                    # own step loop (ThreadedVectorEnv), so the policy's Python for one share overlaps the
-                    # others' physics; one rollout over the whole batch would leave its pool idle then
-                    # (0.86 against 0.92-0.94 of the open-loop limit, 2 cores, BENCHMARKS.md). Same batches.
+                threads = self.num_threads or os.cpu_count() or 1
+                if (backend == "auto" and num_envs > 1 and _takes_num_threads(self.env_id, backend)
+                        and 1 < threads <= SHARED_STEPPING_MAX_THREADS):
+                    # Natively batched MuJoCo on two threads: two shares, each driven by its own step loop
+                    # on its own thread (ThreadedVectorEnv), so the policy's Python for one share overlaps
+                    # the other's physics; one rollout over the whole batch leaves its pool idle then.
                     backend = "threads"
                 venv = make_vector_env(self.env_id, num_envs, backend=backend, **kwargs)
             venv.seed(self.column_seeds(num_envs))

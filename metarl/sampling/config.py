@@ -34,7 +34,7 @@ class CollectorConfig:
     """Experience collection: vector environments and devices."""
 
     backend: Literal["auto", "native", "gym", "subproc", "threads", "ray"] = "auto"
-    """Vector env implementation: auto = native batched when available (MuJoCo on several threads: one share per thread, as threads), else the Gymnasium loop; native = the native batched env as one batch (MuJoCo: one rollout over every column on a pool of num_threads); threads = one share per num_threads, each stepped by its own step loop on its own thread (the same batches; only natively batched MuJoCo gains); subproc = auto's in num_workers worker processes on this machine (envs stepped in Python, e.g. Meta-World); ray = Ray actors (num_workers, address) each using auto."""
+    """Vector env implementation: auto = native batched when available (MuJoCo on two stepping threads: as threads), else the Gymnasium loop; native = the native batched env as one batch (MuJoCo: one rollout over every column on a pool of num_threads); threads = two shares splitting num_threads, each stepped by its own step loop on its own thread (the same batches; only natively batched MuJoCo gains, measured on 2 cores); subproc = auto's in num_workers worker processes on this machine (envs stepped in Python, e.g. Meta-World); ray = Ray actors (num_workers, address) each using auto."""
     num_threads: int | None = None
     """Threads stepping MuJoCo environments (backend ray: per actor); null = all cores (ray: 1)."""
     torch_threads: int | None = 1

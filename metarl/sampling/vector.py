@@ -19,7 +19,7 @@ stream on an episode nobody uses and breaks equality with the native path. Stepp
 running sub-environments needs the loop below, which is what SyncVectorEnv does internally anyway.
 
 :class:`ThreadedVectorEnv` (backend ``threads``, and ``auto``'s choice in the collector for natively batched
-MuJoCo on several threads) holds one share per thread in this process and steps each on its own thread,
+MuJoCo on two threads) holds two shares in this process and steps each on its own thread,
 so one share's physics (``mujoco.rollout`` releases the GIL) overlaps another share's Python.
 
 :class:`SubprocVectorEnv` (backend ``subproc``) runs contiguous shares of the sub-environments in
