@@ -39,7 +39,7 @@ from metarl.sampling.vector import (ShareVectorEnv, env_class, horizon as regist
 
 #: ``auto`` steps natively batched MuJoCo in two shares of threads (backend ``threads``) on up to this many
 #: stepping threads, and as one rollout over the whole batch (``native``) beyond. Measured (BENCHMARKS.md):
-#: on 2 cores the shares reach 0.90-0.95 of the open-loop limit against 0.87; on 16 cores, where MuJoCo's
+#: on 2 cores the shares reach 0.89-0.95 of the open-loop limit against 0.80-0.87; on 16 cores, where MuJoCo's
 #: stepping shrinks beside the per-step Python that the shares cannot run at once (the GIL) and that each
 #: share repeats at the whole collection's shape, 0.98 of the whole batch's rate in bench collect and 15% slower
 #: sampling in a MAML iteration. Counts in between are not measured; one place to change when they are.
