@@ -41,9 +41,10 @@ def _machine() -> dict:
 
 def bench_collect(env_id: str = "metarl/HalfCheetahVel-v0", num_tasks: int = 40, episodes_per_task: int = 20,
                   hidden_sizes=(100, 100), repeats: int = 2, backend: str = "auto", env_kwargs: dict | None = None,
-                  num_workers: int = 2) -> dict:
+                  num_workers: int = 2, num_threads: int | None = None) -> dict:
     """Closed-loop collection vs one Gymnasium env in a loop, and vs the open-loop physics limit (MuJoCo
-    envs), for the same batch. ``num_workers``: processes of ``backend`` subproc (and Ray actors)."""
+    envs), for the same batch. ``num_workers``: processes of ``backend`` subproc (and Ray actors);
+    ``num_threads``: MuJoCo's stepping threads (``collector.num_threads``; None: all cores)."""
     from metarl.sampling.collector import Collector
     from metarl.common.policies import make_policy
     from metarl.sampling.vector import ThreadedVectorEnv, make_vector_env
@@ -54,7 +55,8 @@ def bench_collect(env_id: str = "metarl/HalfCheetahVel-v0", num_tasks: int = 40,
 
         collector = RayCollector(env_id, seed=0, env_kwargs=env_kwargs, num_workers=num_workers)
     else:
-        collector = Collector(env_id, seed=0, backend=backend, env_kwargs=env_kwargs, num_workers=num_workers)
+        collector = Collector(env_id, seed=0, backend=backend, env_kwargs=env_kwargs, num_workers=num_workers,
+                              num_threads=num_threads)
     tasks = collector.sample_tasks(num_tasks, np.random.default_rng(0))
     policy = make_policy(collector.observation_space, collector.action_space, collector.supervised, hidden_sizes)
     collector.collect(policy, tasks, episodes_per_task)  # warm-up: builds the vector env and thread pool
@@ -336,7 +338,7 @@ def run(which: list[str], args) -> None:
         if name == "collect":
             env_kwargs = dict(_parse_kwarg(item) for item in (args.env_kwarg or []))
             result = bench_collect(args.env, args.tasks, args.episodes, repeats=args.repeats, backend=args.backend,
-                                   env_kwargs=env_kwargs, num_workers=args.workers)
+                                   env_kwargs=env_kwargs, num_workers=args.workers, num_threads=args.threads)
         elif name == "maml":
             result = bench_maml(args.config or "experiments/navigation2d_maml.yaml", args.iterations or 3,
                                 args.set or [],

@@ -199,3 +199,23 @@ def test_subproc_shares_equal_the_whole_batch_with_per_task_parameters():
     shared, shared_states, _ = _collect(CHEETAH_DIR, "subproc", 2, per_task=True)
     _assert_batches_equal(whole, shared)
     assert whole_states == shared_states
+
+
+def test_bench_collect_steps_on_the_threads_asked(monkeypatch):
+    # `metarl bench collect --threads N` steps MuJoCo on N threads, and times the whole batch on the same N
+    from metarl import bench
+
+    seen = []
+    original = Collector.__init__
+
+    def init(self, *args, **kwargs):
+        seen.append((kwargs.get("backend"), kwargs.get("num_threads")))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Collector, "__init__", init)
+    monkeypatch.setattr(bench, "_single_env_rate", lambda *args, **kwargs: 1.0)
+    monkeypatch.setattr(bench, "_open_loop_limit", lambda venv, horizon, repeats: float(venv.num_threads))
+    out = bench.bench_collect(CHEETAH_VEL, num_tasks=2, episodes_per_task=2, repeats=1, backend="threads", num_threads=3)
+    assert seen == [("threads", 3), ("native", 3)]
+    assert out["open_loop_steps_per_s"] == 3.0  # the open-loop reference on the same 3 threads
+    assert out["shares_over_whole_batch"] == out["collector_steps_per_s"] / out["whole_batch_collector_steps_per_s"]
