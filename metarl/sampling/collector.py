@@ -233,7 +233,9 @@ class Collector:
     onto the action space's bounds (after clipping to [-1, 1]) before stepping. No effect on unbounded
     or [-1, 1] Boxes (clipped to their bounds all the same), discrete or supervised tasks (:func:`action_rescaling`).
     backend: the vector env implementation (``auto``, ``native``, ``gym``, ``subproc``: ``auto``'s in
-    ``num_workers`` worker processes, for environments stepped in Python); ``ray`` is honoured by
+    ``num_workers`` worker processes, for environments stepped in Python; ``threads``: two shares on threads
+    of this process, ``auto``'s choice for natively batched MuJoCo on two stepping threads,
+    ``SHARED_STEPPING_MAX_THREADS``); ``ray`` is honoured by
     :class:`metarl.sampling.ray_collector.RayCollector`, and a plain Collector given it (e.g. the in-process
     evaluation collector of a run configured for Ray) uses ``auto``, which gives the same batches.
     """
@@ -497,11 +499,13 @@ class Collector:
         rows: where these columns sit in the policy's calls (a share of a larger collection); per-task
         ``params`` (and ``task_inputs``) then already cover the whole collection's tasks.
 
-        A ``venv`` whose sub-environments live in several worker processes (``subproc``) is driven
-        without lock-step: each worker's columns run their own step loop (:meth:`_step_loop`), which
-        evaluates the policy on its rows as soon as that worker's observations arrive, while the other
-        workers step. Every loop evaluates the policy at the whole collection's shape (its rows in place,
-        zeros elsewhere, as a Ray share does), so the batch equals the lock-step one bit for bit.
+        A ``venv`` whose sub-environments live in shares (a :class:`ShareVectorEnv`: worker processes,
+        ``subproc``, or threads of this process, ``threads``) is driven without lock-step: each share's
+        columns run their own step loop (:meth:`_step_loop`), which evaluates the policy on its rows as soon
+        as that share's observations arrive, while the other shares step. Every loop evaluates the policy
+        at the whole collection's shape (its rows in place, zeros elsewhere, as a Ray share does) on an
+        aligned fresh input and the caller's torch thread count (:func:`_share_loop`), so the batch equals
+        the lock-step one bit for bit.
         """
         num_tasks = len(tasks)
         n_cols = num_tasks * cols_per_task
