@@ -3,7 +3,9 @@
 Each side is FILE:METHOD:STEP (METHOD as in the file's ``method`` column, STEP its ``step``: the adaptation
 step for MAML, the episode of the trial counted from 0 for RL²). Both files must score the same tasks in the
 same order (the same ``eval.seed`` and draw), which is checked by task count. Prints the mean of A - B with a
-normal 95% interval over tasks and on how many tasks A was higher, lower or equal:
+normal 95% interval over tasks and on how many tasks A was higher, lower or equal. (``paired_gain.py`` pairs the
+steps of one ``adaptation_per_task.csv`` with a t interval; this pairs any two files' columns, with the normal
+interval every paired figure of results/metaworld_ml1 was published with.)
 
     python experiments/paired_success.py results/metaworld_ml1/push_rl2_50M/success_rate_per_task.csv:rl2:0 \\
         results/metaworld_ml1/push_maml_60M/success_rate_per_task.csv:maml:0
