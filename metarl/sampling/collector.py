@@ -42,7 +42,9 @@ from metarl.sampling.vector import (ShareVectorEnv, env_class, horizon as regist
 #: on 2 cores the shares reach 0.89-0.95 of the open-loop limit against 0.80-0.87; on 16 cores, where MuJoCo's
 #: stepping shrinks beside the per-step Python that the shares cannot run at once (the GIL) and that each
 #: share repeats at the whole collection's shape, 0.98 of the whole batch's rate in bench collect and 15% slower
-#: sampling in a MAML iteration; on that machine's 4 and 8 threads, 0.97 and 0.93.
+#: sampling in a MAML iteration; on that machine's 4 and 8 threads, 0.97 and 0.93. Neither giving each share
+#: every thread nor the policy at a share's own shape closed the gap on 4-16 cores
+#: (experiments/share_threads_bench.py, BENCHMARKS.md): the per-step Python is what remains there.
 SHARED_STEPPING_MAX_THREADS = 2
 
 
