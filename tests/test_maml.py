@@ -182,15 +182,17 @@ def test_sinusoid_maml_beats_pretraining_after_one_step():
     assert post < 0.75 * curves["pretrained"][1], curves
 
 
-@pytest.mark.parametrize("config", ["navigation2d_maml", "navigation2d_promp"])
-def test_navigation_learns_to_adapt_in_a_few_iterations(config):
-    """MAML, and ProMP on the same inner loop, pass one bar with the same settings; only learning
-    reaches it (the untrained policy's post-update return is 50 below it)."""
+@pytest.mark.parametrize("config,extra", [("navigation2d_maml", []), ("navigation2d_promp", []),
+                                          ("navigation2d_maml", ["maml.fisher_subsample=0.3"])])
+def test_navigation_learns_to_adapt_in_a_few_iterations(config, extra):
+    """MAML, ProMP on the same inner loop, and MAML with the Fisher-vector products of 3 of the 10 tasks
+    (maml.fisher_subsample) pass one bar with the same settings; only learning reaches it (the untrained
+    policy's post-update return is 50 below it)."""
     from metarl.evaluation.config import EvalConfig
     from metarl.experiment import build_experiment, load_config
 
     cfg = load_config(f"experiments/{config}.yaml",
-                      ["maml.meta_batch_size=10", "maml.episodes_per_task=10", "policy.hidden_sizes=[64,64]"])
+                      ["maml.meta_batch_size=10", "maml.episodes_per_task=10", "policy.hidden_sizes=[64,64]", *extra])
     exp = build_experiment(cfg)
     ev = EvalConfig(tasks=20, steps=1, inner_lr=0.1, episodes_per_task=10)
 

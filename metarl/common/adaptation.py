@@ -41,6 +41,16 @@ class InnerData:
     #: [M] what each task's advantages were divided by (normalize_advantages: their std + eps); None = 1
     advantage_scale: torch.Tensor | None = None
 
+    def select_tasks(self, tasks: Sequence[int]) -> "InnerData":
+        """The data of ``tasks`` only, as ``len(tasks)`` tasks numbered in that order (copies)."""
+        cols = self.batch.task_columns(tasks)
+        idx = torch.as_tensor(tasks, dtype=torch.long, device=cols.device)
+        return InnerData(
+            batch=self.batch.select_tasks(tasks),
+            advantages=None if self.advantages is None else self.advantages.index_select(1, cols),
+            advantage_scale=None if self.advantage_scale is None else self.advantage_scale.index_select(0, idx),
+        )
+
 
 #: per-step inner surrogate terms [T, B] (to maximise) from log π(a_t|s_t) [T, B] and the step's data
 InnerTerms = Callable[[torch.Tensor, InnerData], torch.Tensor]

@@ -156,6 +156,32 @@ class EpisodeBatch:
         """Mean over each task's episodes of :meth:`episode_info_max` (the success rate of ``success``): [M]."""
         return self.episode_info_max(key).mean(0).reshape(self.num_tasks, -1).mean(1)
 
+    def task_columns(self, tasks: Sequence[int]) -> torch.Tensor:
+        """Column indices [len(tasks) * columns_per_task] of ``tasks``, task by task in the given order."""
+        cpt = self.columns_per_task
+        tasks = torch.as_tensor(tasks, dtype=torch.long, device=self.valid.device)
+        if tasks.dim() != 1 or tasks.numel() == 0 or int(tasks.min()) < 0 or int(tasks.max()) >= self.num_tasks:
+            raise ValueError(f"tasks must be a non-empty list of task indices in [0, {self.num_tasks}), "
+                             f"got {tasks.tolist()}")
+        return (tasks.unsqueeze(1) * cpt + torch.arange(cpt, device=tasks.device)).reshape(-1)
+
+    def select_tasks(self, tasks: Sequence[int]) -> "EpisodeBatch":
+        """The episodes of ``tasks`` only (copies), as a batch of ``len(tasks)`` tasks numbered in that order."""
+        cols = self.task_columns(tasks)
+        kwargs = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "task_index":
+                value = torch.arange(len(tasks), device=cols.device).repeat_interleave(self.columns_per_task)
+            elif f.name == "num_tasks":
+                value = len(tasks)
+            elif f.name == "infos":
+                value = {k: v.index_select(1, cols) for k, v in value.items()}
+            elif isinstance(value, torch.Tensor):  # [T or episodes_per_trial, B, ...]
+                value = value.index_select(1, cols)
+            kwargs[f.name] = value
+        return EpisodeBatch(**kwargs)
+
     def to(self, device) -> "EpisodeBatch":
         kwargs = {}
         for f in fields(self):

@@ -43,6 +43,8 @@ class MAMLConfig:
     """TRPO conjugate-gradient iterations."""
     cg_damping: float = 1e-5
     """TRPO damping added to the Fisher-vector product."""
+    fisher_subsample: float = 1.0
+    """TRPO: fraction of the meta-batch's tasks whose samples make the Fisher-vector products of the conjugate gradient (rllab's subsample_factor, by task: ceil(fraction x meta_batch_size) tasks, drawn at random each iteration). 1 = every task: the exact step (the default). Below 1 the step's direction and length come from that subset's KL curvature, an approximation that makes the conjugate gradient about 1/fraction times cheaper; the gradient, and the line search's surrogate and KL bound, still use every task."""
     ls_max_steps: int = 15
     """TRPO backtracking line-search steps."""
     ls_backtrack_ratio: float = 0.8
@@ -65,6 +67,7 @@ class MAMLConfig:
         check_range(self, "max_kl", gt=0)
         check_range(self, "cg_iters", ge=1)
         check_range(self, "cg_damping", ge=0)
+        check_range(self, "fisher_subsample", gt=0, le=1)
         check_range(self, "ls_max_steps", ge=1)
         check_range(self, "ls_backtrack_ratio", gt=0, lt=1)
         check_range(self, "gamma", gt=0, le=1)

@@ -18,6 +18,7 @@ give the same step up to rounding (tests/test_fvp.py).
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -35,7 +36,7 @@ from metarl.common.policies import Policy, expand_params, policy_forward
 from metarl.common.returns import discounted_returns
 from metarl.algos.maml.estimators import exploration_terms, surrogate_terms
 from metarl.algos.maml.fisher import OuterLinearization, mlp_spec
-from metarl.common.trpo import _grads_or_zeros, flatten, trpo_step
+from metarl.common.trpo import _grads_or_zeros, fisher_vector_product_fn, flatten, trpo_step
 
 
 class MAML(GradientAdaptation):
@@ -54,6 +55,10 @@ class MAML(GradientAdaptation):
     def __init__(self, policy: Policy, collector: Collector, cfg, device: str | torch.device = "cpu"):
         self.surrogate_terms = surrogate_terms(cfg.estimator)
         super().__init__(policy, collector, cfg, device, inner_terms=self._inner_terms)
+        if cfg.fisher_subsample < 1 and (self.supervised or cfg.outer != "trpo"):
+            raise ValueError(f"maml.fisher_subsample = {cfg.fisher_subsample} subsamples the outer TRPO step's Fisher "
+                             f"products; this run's outer update is Adam (maml.outer: adam, or a supervised task): "
+                             f"leave it at 1")
         self.optimizer = None
         if self.supervised or cfg.outer == "adam":
             # fused: one kernel for every parameter (0.3 -> 0.08 ms a step for the sinusoid's 2x40 on one core)
@@ -74,9 +79,18 @@ class MAML(GradientAdaptation):
         elif self.cfg.outer == "adam":
             stats.update(self._adam_rl(inner, query, M))
         else:
-            stats.update(self._trpo(inner, query, M))
+            stats.update(self._trpo(inner, query, M, fisher_tasks=self.fisher_tasks(M, rng)))
         stats.update(self.iteration_accounting(inner, query, t1))
         return stats
+
+    def fisher_tasks(self, M: int, rng: np.random.Generator) -> list[int] | None:
+        """The tasks whose samples make this iteration's Fisher-vector products (``maml.fisher_subsample``),
+        drawn from ``rng`` (the run's task stream, so a resumed run draws the same ones); None: every task
+        (nothing is drawn, so runs with the default fraction of 1 see the same task stream as before)."""
+        k = math.ceil(self.cfg.fisher_subsample * M)
+        if k >= M:
+            return None
+        return sorted(int(m) for m in rng.choice(M, size=k, replace=False))
 
     def _adam_supervised(self, inner, query, M) -> dict[str, float]:
         self.optimizer.zero_grad()
@@ -138,8 +152,14 @@ class MAML(GradientAdaptation):
         self.optimizer.step()
         return {"surrogate": float(-loss.detach())}
 
-    def _trpo(self, inner, query, M) -> dict[str, float]:
+    def _trpo(self, inner, query, M, fisher_tasks: list[int] | None = None) -> dict[str, float]:
+        """One outer TRPO step. ``fisher_tasks``: the tasks whose KL curvature the conjugate gradient uses
+        (:meth:`fisher_tasks`; None: every task, the exact step)."""
         cfg = self.cfg
+        # the subsampled Fisher: the same products on a batch of the chosen tasks only (each task's
+        # adaptation depends on its own data alone, so this is exactly those tasks' mean KL Hessian)
+        sub = None if fisher_tasks is None else (
+            [d.select_tasks(fisher_tasks) for d in inner], query.select_tasks(fisher_tasks), len(fisher_tasks))
         params = self.meta_parameters()
         spec = mlp_spec(self.policy) if self.fisher == "gauss_newton" else None
         if cfg.estimator not in ("reinforce", "emaml"):
@@ -147,8 +167,12 @@ class MAML(GradientAdaptation):
         if any(d.batch.obs.dim() != 3 or d.batch.policy_inputs is not None for d in (*inner, query)):
             spec = None  # the hand-derived path handles flat observations [T, B, D] only
         if spec is not None:
-            lin = OuterLinearization(self, spec, inner, query, M, products=cfg.cg_iters)
+            # products=0 with a subsample: the whole batch's linearisation then serves the gradient and
+            # the line search only, so it skips the cross block that pays off over many products
+            lin = OuterLinearization(self, spec, inner, query, M, products=0 if sub else cfg.cg_iters)
             grad, fvp, loss = lin.grad, lin.fvp, lin.loss
+            if sub:
+                fvp = OuterLinearization(self, spec, *sub, products=cfg.cg_iters).fvp
             emaml = cfg.estimator == "emaml"
             if emaml:
                 # E-MAML changes the loss, not the KL: its term's gradient and value are added to the
@@ -190,6 +214,11 @@ class MAML(GradientAdaptation):
                 return cache["loss"], cache["kl"]
 
             grad = fvp = None
+            if sub:
+                with torch.enable_grad():
+                    _, _, old_sub = self._surrogate_and_kl(*sub, None)
+                    _, kl_sub, _ = self._surrogate_and_kl(*sub, old_sub.detach())
+                    fvp = fisher_vector_product_fn(kl_sub, params, damping=0.0)  # trpo_step adds the damping
 
         info = trpo_step(
             params,

@@ -55,6 +55,9 @@ class ProMP(GradientAdaptation):
             raise ValueError("algo promp needs an RL task distribution (H > 1); this one is supervised: use algo maml")
         if cfg.learn_inner_lr:
             raise ValueError("maml.learn_inner_lr: true is MAML's Meta-SGD; algo promp adapts with maml.inner_lr")
+        if cfg.fisher_subsample < 1:
+            raise ValueError(f"maml.fisher_subsample = {cfg.fisher_subsample} subsamples MAML's TRPO step; algo promp's "
+                             f"outer update (Adam) has no Fisher products: leave it at 1")
         super().__init__(policy, collector, cfg, device, inner_terms=lvc_inner_terms)
         self.pcfg = pcfg
         self.optimizer = torch.optim.Adam(self.meta_parameters(), lr=pcfg.lr)
