@@ -76,7 +76,8 @@ def _kill_after_checkpoint(proc, run_dir, min_iteration, timeout=240):
     pytest.fail("no checkpoint appeared in time")
 
 
-@pytest.mark.parametrize("args", [SINUSOID, NAVIGATION, PEARL], ids=["sinusoid", "navigation", "pearl"])
+@pytest.mark.parametrize("args", [SINUSOID, NAVIGATION, NAVIGATION + ["--set", "maml.fisher_subsample=0.5"], PEARL],
+                         ids=["sinusoid", "navigation", "navigation_fisher_subsample", "pearl"])
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, args):
     full = _train(args, tmp_path / "full")
     out, err = full.communicate(timeout=600)
