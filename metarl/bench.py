@@ -7,8 +7,10 @@
   that steps many envs' Python at once, as Meta-World reach-v3, push-v3 and pick-place-v3 do, can pass; for Meta-World also against one env running metaworld's own
   per-step code, ``ratio_vs_metaworld_own_single_env``), and for natively batched MuJoCo envs collected in this
   process against the open-loop ``mujoco.rollout`` limit for the same model, batch size and thread count
-  (``ratio``); when the collector steps MuJoCo in two shares of threads (``auto`` on two threads), also the
-  same collection as one rollout over the whole batch (``whole_batch_ratio``, ``shares_over_whole_batch``).
+  (``ratio``); when the collector steps MuJoCo in two shares of threads (``auto`` on two threads) or in
+  worker processes (``--backend process_pool``, with ``--workers``; ``--threads`` is then per worker), also
+  the same collection in this process as one rollout over the whole batch on as many threads
+  (``whole_batch_ratio``, ``shares_over_whole_batch``).
   Each figure is timed once per round, rounds interleaved (``--repeats`` of them), best round each.
 * ``maml``: seconds per meta-iteration of a config (MAML, ProMP or pretraining), split into sampling / inner
   adaptation / outer update; with ``--compare`` a second config timed alternately in the same run and the ratio.
@@ -54,6 +56,12 @@ def bench_collect(env_id: str = "metarl/HalfCheetahVel-v0", num_tasks: int = 40,
         from metarl.sampling.ray_collector import RayCollector
 
         collector = RayCollector(env_id, seed=0, env_kwargs=env_kwargs, num_workers=num_workers)
+    elif backend == "process_pool":
+        from metarl.sampling.process_pool import ProcessPoolCollector
+
+        # --threads: stepping threads of each worker (None: the cores divided among the workers)
+        collector = ProcessPoolCollector(env_id, seed=0, env_kwargs=env_kwargs, num_workers=num_workers,
+                                         num_threads=num_threads)
     else:
         collector = Collector(env_id, seed=0, backend=backend, env_kwargs=env_kwargs, num_workers=num_workers,
                               num_threads=num_threads)
@@ -61,8 +69,9 @@ def bench_collect(env_id: str = "metarl/HalfCheetahVel-v0", num_tasks: int = 40,
     policy = make_policy(collector.observation_space, collector.action_space, collector.supervised, hidden_sizes)
     collector.collect(policy, tasks, episodes_per_task)  # warm-up: builds the vector env and thread pool
     horizon, kwargs = collector.horizon, env_kwargs or {}
-    # the local vector env (Ray collects in its actors: no open-loop reference is built for it here)
-    venv = None if backend == "ray" else collector._venv(num_tasks * episodes_per_task)
+    # the local vector env (Ray collects in its actors: no open-loop reference is built for it here; the
+    # process pool's workers step on this machine, so its reference is built below)
+    venv = None if backend in ("ray", "process_pool") else collector._venv(num_tasks * episodes_per_task)
 
     def collector_rate() -> float:
         t = time.perf_counter()
@@ -85,8 +94,12 @@ def bench_collect(env_id: str = "metarl/HalfCheetahVel-v0", num_tasks: int = 40,
         arms["parallel_single_env_steps_per_s"] = lambda: _parallel_single_env_rate(
             env_id, horizon, kwargs, collector.num_workers)
     own_venv = whole = None
+    threads = None
     if isinstance(venv, ThreadedVectorEnv):  # the physics' limit is the whole batch's: one rollout, every core
         threads = sum(getattr(v, "num_threads", 1) for v in venv.venvs)
+    elif backend == "process_pool" and _has_native_mujoco(env_id):  # the workers' threads, in one rollout
+        threads = collector.num_workers * collector.worker_threads
+    if threads is not None:
         venv = own_venv = make_vector_env(env_id, num_tasks * episodes_per_task, backend="native",
                                           num_threads=threads, **kwargs)
         venv.set_tasks([task for task in tasks for _ in range(episodes_per_task)])
@@ -111,8 +124,10 @@ def bench_collect(env_id: str = "metarl/HalfCheetahVel-v0", num_tasks: int = 40,
     ours = best["collector_steps_per_s"]
     out = {"bench": "collect", "env": env_id, "batch": num_tasks * episodes_per_task, "horizon": horizon,
            "collector_steps_per_s": ours, "rounds": repeats}
-    if backend in ("ray", "subproc"):
+    if backend in ("ray", "subproc", "process_pool"):
         out["workers"] = collector.num_workers
+    if backend == "process_pool":
+        out["threads_per_worker"] = collector.worker_threads
     single = best["gymnasium_single_env_steps_per_s"]
     out.update(gymnasium_single_env_steps_per_s=single, ratio_vs_single_env=ours / single)
     if "metaworld_own_code_single_env_steps_per_s" in best:
@@ -133,6 +148,13 @@ def bench_collect(env_id: str = "metarl/HalfCheetahVel-v0", num_tasks: int = 40,
         whole.close()
     collector.close()
     return {**out, **_machine()}
+
+
+def _has_native_mujoco(env_id: str) -> bool:
+    """Whether ``env_id`` has a natively batched MuJoCo implementation (an open-loop limit to measure)."""
+    from metarl.sampling.collector import _takes_num_threads
+
+    return _takes_num_threads(env_id, "native")
 
 
 def _open_loop_limit(venv, horizon: int, repeats: int) -> float:

@@ -299,10 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", default="metarl/HalfCheetahVel-v0", help="collect: environment id")
     p.add_argument("--tasks", type=int, default=40, help="collect: tasks")
     p.add_argument("--episodes", type=int, default=20, help="collect: episodes per task")
-    p.add_argument("--backend", default="auto", help="collect: vector env backend (auto, native, gym, subproc, threads, ray)")
+    p.add_argument("--backend", default="auto", help="collect: vector env backend (auto, native, gym, subproc, threads, process_pool, ray)")
     p.add_argument("--env-kwarg", action="append", metavar="KEY=VALUE",
                    help="collect: environment keyword argument, e.g. env_name=push-v3; repeatable")
-    p.add_argument("--workers", type=int, default=2, help="collect: worker processes (subproc) or Ray actors")
+    p.add_argument("--workers", type=int, default=2, help="collect: worker processes (subproc, process_pool) or Ray actors")
     p.add_argument("--repeats", type=int, default=2,
                    help="collect: timed rounds (each figure once a round, rounds interleaved; best round each)")
     p.add_argument("--config", default=None,

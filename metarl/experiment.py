@@ -184,6 +184,10 @@ def build_experiment(cfg: ExperimentConfig) -> Experiment:
 
         collector = RayCollector(cfg.env.id, num_workers=cfg.collector.num_workers, address=cfg.collector.address,
                                  **collector_kwargs)
+    elif cfg.collector.backend == "process_pool":
+        from metarl.sampling.process_pool import ProcessPoolCollector
+
+        collector = ProcessPoolCollector(cfg.env.id, num_workers=cfg.collector.num_workers, **collector_kwargs)
     else:
         collector = Collector(cfg.env.id, backend=cfg.collector.backend, num_workers=cfg.collector.num_workers,
                               **collector_kwargs)

@@ -14,7 +14,7 @@ import torch
 import metarl  # noqa: F401
 from metarl.common.policies import make_policy
 from metarl.sampling.collector import Collector
-from metarl.sampling.ray_collector import _concat_columns
+from metarl.sampling.task_shares import concat_columns as _concat_columns
 
 from test_vector import TinyTaskEnv
 

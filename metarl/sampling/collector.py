@@ -264,8 +264,10 @@ class Collector:
     ``num_workers`` worker processes, for environments stepped in Python; ``threads``: two shares on threads
     of this process, ``auto``'s choice for natively batched MuJoCo on two stepping threads,
     ``SHARED_STEPPING_MAX_THREADS``); ``ray`` is honoured by
-    :class:`metarl.sampling.ray_collector.RayCollector`, and a plain Collector given it (e.g. the in-process
-    evaluation collector of a run configured for Ray) uses ``auto``, which gives the same batches.
+    :class:`metarl.sampling.ray_collector.RayCollector` and ``process_pool`` by
+    :class:`metarl.sampling.process_pool.ProcessPoolCollector`; a plain Collector given either (e.g. the
+    in-process evaluation collector of such a run) uses ``auto``, which gives the same batches (to rounding
+    for ``process_pool``).
     """
 
     def __init__(
@@ -288,7 +290,7 @@ class Collector:
         #: worker processes of the ``subproc`` backend
         self.num_workers = int(num_workers)
         self.backend = backend
-        self._vector_backend = "auto" if backend == "ray" else backend
+        self._vector_backend = "auto" if backend in ("ray", "process_pool") else backend
         self.env_kwargs = dict(env_kwargs or {})
         self.seed = int(seed)
         self.horizon = int(horizon) if horizon is not None else registered_horizon(env_id)

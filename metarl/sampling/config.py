@@ -33,16 +33,16 @@ class EnvConfig:
 class CollectorConfig:
     """Experience collection: vector environments and devices."""
 
-    backend: Literal["auto", "native", "gym", "subproc", "threads", "ray"] = "auto"
-    """Vector env implementation: auto = native batched when available (MuJoCo on two stepping threads: as threads), else the Gymnasium loop; native = the native batched env as one batch (MuJoCo: one rollout over every column on a pool of num_threads); threads = two shares splitting num_threads, each stepped by its own step loop on its own thread (the same batches; only natively batched MuJoCo gains, measured on 2 cores); subproc = auto's in num_workers worker processes on this machine (envs stepped in Python, e.g. Meta-World); ray = Ray actors (num_workers, address) each using auto."""
+    backend: Literal["auto", "native", "gym", "subproc", "threads", "process_pool", "ray"] = "auto"
+    """Vector env implementation: auto = native batched when available (MuJoCo on two stepping threads: as threads), else the Gymnasium loop; native = the native batched env as one batch (MuJoCo: one rollout over every column on a pool of num_threads); threads = two shares splitting num_threads, each stepped by its own step loop on its own thread (the same batches; only natively batched MuJoCo gains, measured on 2 cores); subproc = auto's in num_workers worker processes on this machine (envs stepped in Python, e.g. Meta-World; the policy stays in this process); process_pool = num_workers worker processes on this machine, each running the whole step loop (policy included) on its share of the tasks with auto and num_threads threads (for many cores, where one process's per-step Python is the limit: one worker per 1-2 cores; batches equal auto's to rounding); ray = Ray actors (num_workers, address) each using auto."""
     num_threads: int | None = None
-    """Threads stepping MuJoCo environments (backend ray: per actor); null = all cores (ray: 1)."""
+    """Threads stepping MuJoCo environments (backend process_pool: per worker, ray: per actor); null = all cores (process_pool: the cores divided among the workers; ray: 1)."""
     torch_threads: int | None = 1
     """Torch intra-op threads for updates; null = all cores. 1 is fastest for small networks (OpenMP spin-waiting)."""
     device: str = "cpu"
     """Torch device of the policy and of every update (cpu, cuda, cuda:N); environments always step on the CPU, observations go to the device and actions come back once per step."""
     num_workers: int = 2
-    """Worker processes (backend subproc; one per core) or Ray actors (backend ray; each takes a contiguous share of the tasks and num_threads (default 1) CPUs)."""
+    """Worker processes (backend subproc, one per core; backend process_pool, one per 1-2 cores, each taking a contiguous share of the tasks) or Ray actors (backend ray; each takes a contiguous share of the tasks and num_threads (default 1) CPUs)."""
     address: str | None = None
     """Ray cluster address; 'auto' joins a running cluster, null starts a local one."""
 

@@ -3,16 +3,8 @@
 :class:`RayCollector` has the interface of :class:`metarl.sampling.collector.Collector` (it is one): the
 algorithm calls ``collect(policy, tasks, episodes_per_task, ...)`` and gets one :class:`EpisodeBatch`.
 Behind it, ``num_workers`` Ray actors each hold an in-process Collector (the native batched vector
-env where one exists, vector backend ``auto``). Every collection:
-
-1. the driver checks the arguments, draws the action noise of the whole collection [T, B, ...] from
-   its generator in one call (exactly the draw the local Collector makes) and splits the tasks into
-   contiguous shares, one per actor (whole tasks, so per-task parameters split cleanly);
-2. actor k receives the policy, its tasks, its tasks' slice of per-task (MAML post-update)
-   parameters, its column slice of the noise and the RNG states its sub-environments start from, and
-   runs the ordinary step loop on them (``Collector.collect_columns``);
-3. the driver concatenates the shares in task order (never in completion order) and keeps the
-   sub-environments' RNG states that come back.
+env where one exists, vector backend ``auto``); every collection is split into shares of whole tasks,
+one per actor, as :mod:`metarl.sampling.task_shares` describes.
 
 Same seed, same batch as the local backend, bit for bit, whatever the number of actors. Column b's
 env stream starts from ``Collector.column_seeds(B)[b]`` and its actions use ``noise[:, b]``, so no
@@ -44,20 +36,11 @@ the ray backend is chosen, so everything else works without it.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import logging
-import os
 import socket
 import warnings
-from typing import Sequence
 
-import numpy as np
-import torch
-from gymnasium.utils import seeding
-
-from metarl.sampling.collector import Collector, EpisodeBatch, policy_device
-from metarl.common.policies import Params
+from metarl.sampling.task_shares import CollectorWorker, TaskShareCollector
 
 log = logging.getLogger(__name__)
 
@@ -71,52 +54,11 @@ def _import_ray():
     return ray
 
 
-class _CollectorWorker:
-    """What one Ray actor runs: an in-process Collector that collects the shares it is sent."""
-
-    def __init__(self, env_id: str, env_spec, env_kwargs: dict, horizon: int, oracle: bool, num_threads: int,
-                 vector_backend: str, rescale_actions: bool):
-        import gymnasium as gym
-
-        import metarl.envs  # noqa: F401  (registers the metarl/ task distributions in this process)
-
-        # A third-party env registered in the driver (--import MODULE) is unknown here: register the
-        # driver's spec, whose entry point the worker resolves as the driver did.
-        if env_id not in gym.registry:
-            gym.registry[env_id] = env_spec
-        self.collector = Collector(env_id, seed=0, backend=vector_backend, env_kwargs=env_kwargs, horizon=horizon,
-                                   oracle=oracle, num_threads=num_threads, rescale_actions=rescale_actions)
-
-    def pid(self) -> int:
-        return os.getpid()
-
-    def collect_columns(self, policy, tasks, episodes_per_task, params, per_task_params, episodes_per_trial,
-                        deterministic, noise, env_states, first_task, total_tasks, task_inputs=None,
-                        exit_at_step=None):
-        if exit_at_step is not None:
-            self._exit_at_step(len(env_states), exit_at_step)
-        return self.collector.collect_columns(
-            policy, tasks, episodes_per_task, params=params, per_task_params=per_task_params,
-            episodes_per_trial=episodes_per_trial, deterministic=deterministic, noise=noise,
-            env_states=env_states, first_task=first_task, total_tasks=total_tasks, task_inputs=task_inputs)
-
-    def _exit_at_step(self, num_envs: int, step: int) -> None:
-        """Fault injection for tests: the process dies (no cleanup, like a crash or a lost node) at
-        env step ``step`` of the next share, mid-collection."""
-        venv = self.collector._venv(num_envs)
-        real_step = venv.step
-        count = [0]
-
-        def step_or_die(actions):
-            if count[0] == step:
-                os._exit(1)
-            count[0] += 1
-            return real_step(actions)
-
-        venv.step = step_or_die
+class _CollectorWorker(CollectorWorker):
+    """A Ray actor's worker (its own class name: Ray titles an actor's process ``ray::_CollectorWorker``)."""
 
 
-class RayCollector(Collector):
+class RayCollector(TaskShareCollector):
     """:class:`Collector` whose collections run on ``num_workers`` Ray actors (see the module doc).
 
     address: None starts a local Ray (unless this process is already connected, which is then used),
@@ -141,17 +83,11 @@ class RayCollector(Collector):
         vector_backend: str = "auto",
     ):
         ray = _import_ray()
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
-            raise ValueError(f"num_workers must be a positive integer, got {num_workers!r}")
-        super().__init__(env_id, seed=seed, backend="ray", env_kwargs=env_kwargs, horizon=horizon, oracle=oracle,
-                         num_threads=num_threads, rescale_actions=rescale_actions)
-        self.num_workers = num_workers
+        super().__init__(env_id, seed=seed, backend="ray", num_workers=num_workers, env_kwargs=env_kwargs,
+                         horizon=horizon, oracle=oracle, num_threads=num_threads, rescale_actions=rescale_actions)
         self.address = address
         self.max_retries = int(max_retries)
         self.vector_backend = vector_backend
-        #: RNG states of every column of the B-column collections, per B: the driver owns the env
-        #: streams (the local Collector keeps them in its vector envs)
-        self._env_states: dict[int, list] = {}
         #: shares sent again because their actor died (all collections so far)
         self.retries = 0
         #: tests: share index -> env step at which the actor that next runs that share dies
@@ -179,61 +115,8 @@ class RayCollector(Collector):
             self.env_id, self._env_spec, self.env_kwargs, self.horizon, self.oracle, self._actor_threads,
             self.vector_backend, self.rescale_actions)
 
-    def _initial_env_states(self, num_envs: int) -> list:
-        # The streams the local Collector's vector env of this size starts from (BatchedTaskEnv.seed).
-        return [seeding.np_random(s)[0].bit_generator.state for s in self.column_seeds(num_envs)]
-
-    def collect(
-        self,
-        policy: torch.nn.Module,
-        tasks: Sequence,
-        episodes_per_task: int = 1,
-        *,
-        params: Params | None = None,
-        per_task_params: bool = False,
-        episodes_per_trial: int = 1,
-        deterministic: bool = False,
-        task_inputs: torch.Tensor | None = None,
-    ) -> EpisodeBatch:
-        """Same arguments and result as :meth:`Collector.collect`; the episodes run on the actors."""
-        ray = self._ray
-        tasks = list(tasks)
-        cols_per_task = self._columns_per_task(policy, tasks, episodes_per_task, episodes_per_trial, params,
-                                               task_inputs)
-        num_tasks = len(tasks)
-        n_cols = num_tasks * cols_per_task
-        noise = self.action_noise(self.horizon * episodes_per_trial, n_cols, deterministic)
-        states = self._env_states.get(n_cols) or self._initial_env_states(n_cols)
-
-        # Actors act on the CPU: a policy on another device (collector.device) is sent as a CPU copy, and
-        # the merged batch goes back to its device.
-        device = policy_device(policy)
-        if device.type != "cpu":
-            policy = copy.deepcopy(policy).cpu()
-            params = None if params is None else {k: v.detach().cpu() for k, v in params.items()}
-        # One copy of the policy in the object store for all actors. Parameters are sent detached:
-        # adapted (MAML) parameters carry autograd graphs, which cannot be pickled and are not needed to act.
-        policy_ref = ray.put(policy)
-        shared_params = None
-        if params is not None and not per_task_params:
-            shared_params = ray.put({k: v.detach() for k, v in params.items()})
-        shares = []
-        for m0, m1 in _task_shares(num_tasks, self.num_workers):
-            c0, c1 = m0 * cols_per_task, m1 * cols_per_task
-            share_params = shared_params
-            if params is not None and per_task_params:
-                # each actor gets only its tasks' slice (clone: a view would pickle the whole tensor)
-                share_params = {k: v.detach()[m0:m1].clone() for k, v in params.items()}
-            shares.append(dict(
-                tasks=tasks[m0:m1], episodes_per_task=episodes_per_task, params=share_params,
-                per_task_params=per_task_params, episodes_per_trial=episodes_per_trial,
-                deterministic=deterministic, noise=None if noise is None else noise[:, c0:c1].clone(),
-                env_states=states[c0:c1], first_task=m0, total_tasks=num_tasks,
-                task_inputs=None if task_inputs is None else task_inputs.detach()[m0:m1].clone(),
-            ))
-        results = self._run_shares(policy_ref, shares)
-        self._env_states[n_cols] = [s for _, share_states in results for s in share_states]
-        return _concat_columns([batch for batch, _ in results], num_tasks).to(device)
+    def _shared(self, obj):
+        return self._ray.put(obj)  # one copy in the object store for all actors
 
     def _worker_for(self, k: int) -> int:
         """The worker that collects share k: worker k, unless it is a replacement not running yet (no
@@ -317,15 +200,6 @@ class RayCollector(Collector):
         """Process ids of the actors (diagnostics, tests)."""
         return self._ray.get([a.pid.remote() for a in self._actors])
 
-    def get_rng_state(self) -> dict:
-        """The local Collector's format: resuming on either backend continues identically."""
-        return {"torch": self.generator.get_state(), "envs": copy.deepcopy(self._env_states)}
-
-    def set_rng_state(self, state: dict) -> None:
-        self.generator.set_state(state["torch"])
-        # Sizes not in the state start again from their seeds, as with the local Collector.
-        self._env_states = {int(n): copy.deepcopy(list(s)) for n, s in state["envs"].items()}
-
     def close(self) -> None:
         for actor in getattr(self, "_actors", []):
             try:
@@ -338,31 +212,6 @@ class RayCollector(Collector):
             self._ray.shutdown()
             self._started_ray = False
         super().close()
-
-
-def _task_shares(num_tasks: int, num_workers: int) -> list[tuple[int, int]]:
-    """Contiguous task ranges [m0, m1), one per worker that gets any task; sizes differ by at most one."""
-    bounds = np.linspace(0, num_tasks, min(num_workers, num_tasks) + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-def _concat_columns(batches: list[EpisodeBatch], num_tasks: int) -> EpisodeBatch:
-    """Shares of one collection (in task order) as one batch: columns concatenated, task index global."""
-    n_cols = sum(b.num_columns for b in batches)
-    merged = {}
-    # Every field, not a fixed list, so that a field added to EpisodeBatch is carried too: tensors are
-    # [T, B, ...] (concatenated on the column axis), everything else is the same in every share.
-    for f in dataclasses.fields(EpisodeBatch):
-        parts = [getattr(b, f.name) for b in batches]
-        if isinstance(parts[0], torch.Tensor) and f.name != "task_index":
-            merged[f.name] = torch.cat(parts, dim=1)
-        elif f.name == "infos":  # per-step info scalars, [T, B] each
-            merged[f.name] = {k: torch.cat([p[k] for p in parts], dim=1) for k in parts[0]}
-        else:
-            merged[f.name] = parts[0]
-    merged["task_index"] = torch.arange(num_tasks).repeat_interleave(n_cols // num_tasks)
-    merged["num_tasks"] = num_tasks
-    return EpisodeBatch(**merged)
 
 
 def _error_line(err: BaseException) -> str:

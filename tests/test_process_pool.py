@@ -1,0 +1,250 @@
+"""The process-pool collector (``collector.backend: process_pool``): the whole step loop, policy included,
+in forked worker processes, each on a contiguous share of the tasks.
+
+Each worker evaluates the policy at its share's own shape, so batches equal the local backend's to
+rounding (not to the bit, which another shape's BLAS kernels need not give); the randomness is the
+driver's, so the same seed gives the same episodes on any number of workers, and a collector's RNG
+state resumes exactly. Bad input and a dead worker are one clear line each.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from metarl.common.policies import RecurrentPolicy, make_policy, stack_params
+from metarl.envs.navigation import NavigationTask
+from metarl.sampling.collector import Collector, EpisodeBatch
+from metarl.sampling.process_pool import ProcessPoolCollector
+
+NAV = "metarl/Navigation2D-v0"
+CHEETAH = "metarl/HalfCheetahVel-v0"
+BANDIT = "metarl/Bandit-v0"
+NAV_TASKS = [NavigationTask((0.1, 0.0)), NavigationTask((0.3, -0.2)), NavigationTask((-0.4, 0.45)),
+             NavigationTask((0.2, 0.4)), NavigationTask((-0.3, -0.1))]
+FLOAT_FIELDS = ("obs", "actions", "rewards", "log_probs", "policy_inputs", "final_obs")
+EXACT_FIELDS = ("valid", "dones", "timesteps", "task_index", "targets")
+
+
+def _assert_close(a: EpisodeBatch, b: EpisodeBatch, atol=1e-4):
+    """Equal to rounding: float fields within atol (relative 1e-4), masks and indices exactly."""
+    assert (a.num_tasks, a.horizon, a.episodes_per_trial) == (b.num_tasks, b.horizon, b.episodes_per_trial)
+    for name in FLOAT_FIELDS + EXACT_FIELDS:
+        x, y = getattr(a, name), getattr(b, name)
+        if x is None or y is None:
+            assert x is None and y is None, name
+        elif name in EXACT_FIELDS:
+            assert torch.equal(x, y), name
+        else:
+            torch.testing.assert_close(x, y, atol=atol, rtol=1e-4, msg=name)
+    assert a.infos.keys() == b.infos.keys()
+
+
+def _assert_equal(a: EpisodeBatch, b: EpisodeBatch):
+    for name in FLOAT_FIELDS + EXACT_FIELDS:
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x is None and y is None) or torch.equal(x, y), name
+
+
+def _policy(collector, hidden=(16,), seed=0):
+    torch.manual_seed(seed)
+    return make_policy(collector.observation_space, collector.action_space, collector.supervised, hidden,
+                       init_log_std=-0.5)
+
+
+def _per_task_params(policy, num_tasks, scale=0.3):
+    g = torch.Generator().manual_seed(1)
+    return stack_params([{k: v.detach() + scale * torch.randn(v.shape, generator=g) for k, v in policy.params().items()}
+                         for _ in range(num_tasks)])
+
+
+def test_same_seed_same_episodes_as_local_to_rounding():
+    local = Collector(NAV, seed=3, horizon=25)
+    pool = ProcessPoolCollector(NAV, seed=3, horizon=25, num_workers=2)
+    try:
+        assert len(set(pool.worker_pids())) == 2 and os.getpid() not in pool.worker_pids()
+        policy = _policy(local)
+        params = _per_task_params(policy, 5)
+        shared = {k: v[0] for k, v in params.items()}
+        calls = [  # 5 tasks on 2 workers: shares of 3 and 2 tasks
+            dict(episodes_per_task=4),
+            dict(episodes_per_task=4, params=params, per_task_params=True),  # MAML post-update sampling
+            dict(episodes_per_task=4, params=shared),
+            dict(episodes_per_task=4, deterministic=True),
+            dict(episodes_per_task=4),  # the env streams went on across the calls above
+            dict(episodes_per_task=2),  # another batch size: streams of their own
+        ]
+        batches = []
+        for kwargs in calls:
+            got = pool.collect(policy, NAV_TASKS, **kwargs)
+            _assert_close(local.collect(policy, NAV_TASKS, **kwargs), got)
+            batches.append(got)
+        # the calls really differ: other noise, other parameters
+        assert not torch.allclose(batches[0].actions, batches[4].actions)
+        assert not torch.allclose(batches[0].actions, batches[1].actions)
+        # fewer tasks than workers: one share
+        _assert_close(local.collect(policy, NAV_TASKS[:1], 3), pool.collect(policy, NAV_TASKS[:1], 3))
+    finally:
+        pool.close()
+    assert pool.worker_pids() == []
+
+
+def test_mujoco_workers_step_with_threads_and_clip_as_local():
+    """HalfCheetahVel through the workers' native MuJoCo envs (two stepping threads each: two shares of
+    threads inside each worker), actions clipped by the same Collector.env_action."""
+    local = Collector(CHEETAH, seed=5, horizon=15)
+    pool = ProcessPoolCollector(CHEETAH, seed=5, horizon=15, num_workers=2, num_threads=2)
+    try:
+        assert pool.worker_threads == 2
+        tasks = local.sample_tasks(4, np.random.default_rng(0))
+        policy = _policy(local, hidden=(32, 32))
+        with torch.no_grad():
+            policy.log_std.fill_(0.5)  # wide enough that many sampled actions leave [-1, 1]: clipping matters
+        for _ in range(2):
+            expected, got = local.collect(policy, tasks, 3), pool.collect(policy, tasks, 3)
+            _assert_close(expected, got)
+            assert (got.actions.abs() > 1).any()
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("env_id", [BANDIT, "metarl/Sinusoid-v0"])
+def test_recurrent_categorical_and_supervised_as_local(env_id):
+    local = Collector(env_id, seed=8)
+    pool = ProcessPoolCollector(env_id, seed=8, num_workers=3)
+    try:
+        tasks = local.sample_tasks(4, np.random.default_rng(0))
+        policy = _policy(local)
+        _assert_close(local.collect(policy, tasks, 6), pool.collect(policy, tasks, 6))
+        if env_id == BANDIT:  # RL² trials: the hidden state lives inside one share's collect
+            torch.manual_seed(0)
+            rnn = RecurrentPolicy(local.observation_space.shape[0], local.action_space, hidden_size=8)
+            for _ in range(2):
+                got = pool.collect(rnn, tasks, 6, episodes_per_trial=3)
+                _assert_close(local.collect(rnn, tasks, 6, episodes_per_trial=3), got)
+                assert got.policy_inputs is not None
+        else:
+            assert pool.collect(policy, tasks, 6).targets.shape == (1, 24, 1)
+    finally:
+        pool.close()
+
+
+def test_worker_count_changes_rounding_only_and_a_split_repeats_bit_for_bit():
+    tasks = NAV_TASKS
+    batches = {}
+    for workers in (1, 3, 3):
+        pool = ProcessPoolCollector(NAV, seed=11, horizon=20, num_workers=workers)
+        try:
+            policy = _policy(pool)
+            batches.setdefault(workers, []).append([pool.collect(policy, tasks, 4) for _ in range(2)])
+        finally:
+            pool.close()
+    for one, three in zip(batches[1][0], batches[3][0]):
+        _assert_close(one, three)
+    for a, b in zip(*batches[3]):  # same shapes, same split, same machine: the same arithmetic
+        _assert_equal(a, b)
+
+
+def test_rng_state_resumes_exactly_and_moves_to_the_local_backend():
+    pool = ProcessPoolCollector(NAV, seed=2, horizon=20, num_workers=2)
+    try:
+        policy = _policy(pool)
+        pool.collect(policy, NAV_TASKS, 4)
+        state = pool.get_rng_state()
+        after = pool.collect(policy, NAV_TASKS, 4)
+    finally:
+        pool.close()
+    resumed = ProcessPoolCollector(NAV, seed=99, horizon=20, num_workers=2)  # another seed: the state decides
+    try:
+        resumed.set_rng_state(state)
+        _assert_equal(after, resumed.collect(policy, NAV_TASKS, 4))
+    finally:
+        resumed.close()
+    local = Collector(NAV, seed=99, horizon=20)
+    local.set_rng_state(state)
+    _assert_close(after, local.collect(policy, NAV_TASKS, 4))
+
+
+def test_a_workers_error_is_raised_in_the_driver_and_the_pool_goes_on():
+    pool = ProcessPoolCollector(NAV, seed=0, horizon=10, num_workers=2)
+    try:
+        policy = _policy(pool)
+        bad = {k: v[:, :1] if v.dim() == 2 else v for k, v in policy.params().items()}  # wrong shapes
+        with pytest.raises(RuntimeError):
+            pool.collect(policy, NAV_TASKS, 2, params=bad)
+        assert pool.collect(policy, NAV_TASKS, 2).num_columns == 10  # the pipes stayed in step
+    finally:
+        pool.close()
+
+
+def test_a_dead_worker_is_one_clear_error():
+    pool = ProcessPoolCollector(NAV, seed=0, horizon=10, num_workers=2)
+    try:
+        policy = _policy(pool)
+        pool.collect(policy, NAV_TASKS, 2)
+        os.kill(pool.worker_pids()[1], signal.SIGKILL)
+        time.sleep(0.2)
+        with pytest.raises(ChildProcessError, match=r"process_pool collector worker of metarl/Navigation2D-v0 "
+                                                    r"died .*killed by SIGKILL"):
+            pool.collect(policy, NAV_TASKS, 2)
+        with pytest.raises(RuntimeError, match="closed"):
+            pool.collect(policy, NAV_TASKS, 2)
+    finally:
+        pool.close()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_policy_acts_on_the_cpu_in_the_workers():
+    """collector.device=cuda: the workers act with a CPU copy (no CUDA in a forked child); the batch goes
+    back to the policy's device and equals the CPU policy's to rounding."""
+    pool = ProcessPoolCollector(CHEETAH, seed=4, horizon=10, num_workers=2)
+    try:
+        tasks = pool.sample_tasks(3, np.random.default_rng(0))
+        policy = _policy(pool, hidden=(32, 32))
+        state = pool.get_rng_state()
+        on_cpu = pool.collect(policy, tasks, 2)
+        pool.set_rng_state(state)
+        on_gpu = pool.collect(policy.cuda(), tasks, 2, params={k: v.cuda() for k, v in policy.params().items()})
+        assert on_gpu.obs.device.type == "cuda"
+        _assert_close(on_cpu, on_gpu.to("cpu"))
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True])
+def test_bad_num_workers_is_one_line(workers):
+    with pytest.raises(ValueError, match=f"num_workers must be a positive integer, got {workers!r}"):
+        ProcessPoolCollector(NAV, num_workers=workers)
+
+
+def test_unknown_env_fails_before_forking():
+    with pytest.raises(ValueError, match="unknown environment id 'metarl/Nope-v0'"):
+        ProcessPoolCollector("metarl/Nope-v0", num_workers=2)
+
+
+def test_a_training_iteration_on_the_pool_matches_auto_to_rounding():
+    """collector.backend=process_pool through the config: a MAML iteration moves the parameters as the
+    in-process backend's does, to rounding."""
+    from metarl.experiment import build_experiment, load_config
+
+    overrides = ["env.horizon=20", "collector.num_workers=2", "maml.meta_batch_size=4", "maml.episodes_per_task=4",
+                 "policy.hidden_sizes=[16]"]
+    params = {}
+    for backend in ("auto", "process_pool"):
+        exp = build_experiment(load_config("experiments/navigation2d_maml.yaml",
+                                           overrides + [f"collector.backend={backend}"]))
+        try:
+            assert isinstance(exp.collector, ProcessPoolCollector) == (backend == "process_pool")
+            before = {k: v.detach().clone() for k, v in exp.policy.params().items()}
+            exp.algo.train_iteration(exp.task_rng)
+            params[backend] = {k: v.detach().clone() for k, v in exp.policy.params().items()}
+            assert any(not torch.allclose(before[k], params[backend][k]) for k in before)  # the update moved θ
+        finally:
+            exp.collector.close()
+    for k in params["auto"]:
+        torch.testing.assert_close(params["auto"][k], params["process_pool"][k], atol=1e-4, rtol=1e-3, msg=k)
