@@ -57,6 +57,13 @@ def _policy(collector, hidden=(16,), seed=0):
                        init_log_std=-0.5)
 
 
+def _obs_plus(space, extra: int):
+    """``space`` widened by ``extra`` dimensions (the policy's input with per-task inputs appended)."""
+    import gymnasium as gym
+
+    return gym.spaces.Box(-np.inf, np.inf, (space.shape[0] + extra,), np.float32)
+
+
 def _per_task_params(policy, num_tasks, scale=0.3):
     g = torch.Generator().manual_seed(1)
     return stack_params([{k: v.detach() + scale * torch.randn(v.shape, generator=g) for k, v in policy.params().items()}
@@ -87,6 +94,11 @@ def test_same_seed_same_episodes_as_local_to_rounding():
         # the calls really differ: other noise, other parameters
         assert not torch.allclose(batches[0].actions, batches[4].actions)
         assert not torch.allclose(batches[0].actions, batches[1].actions)
+        # per-task inputs (PEARL's z) appended to each task's observations, split with the tasks
+        z = torch.randn(5, 3, generator=torch.Generator().manual_seed(2))
+        torch.manual_seed(0)
+        with_z = make_policy(_obs_plus(local.observation_space, 3), local.action_space, False, (16,))
+        _assert_close(local.collect(with_z, NAV_TASKS, 2, task_inputs=z), pool.collect(with_z, NAV_TASKS, 2, task_inputs=z))
         # fewer tasks than workers: one share
         _assert_close(local.collect(policy, NAV_TASKS[:1], 3), pool.collect(policy, NAV_TASKS[:1], 3))
     finally:
@@ -248,3 +260,17 @@ def test_a_training_iteration_on_the_pool_matches_auto_to_rounding():
             exp.collector.close()
     for k in params["auto"]:
         torch.testing.assert_close(params["auto"][k], params["process_pool"][k], atol=1e-4, rtol=1e-3, msg=k)
+
+
+def test_an_error_that_cannot_be_pickled_reaches_the_driver_as_its_text():
+    import pickle
+    import threading
+
+    from metarl.sampling.process_pool import _pickled_error
+
+    err = ValueError("bad share")
+    err.lock = threading.Lock()  # a lock cannot be pickled
+    status, sent = pickle.loads(_pickled_error(err))
+    assert status == "error" and isinstance(sent, RuntimeError) and str(sent) == "ValueError: bad share"
+    status, sent = pickle.loads(_pickled_error(KeyError("k")))  # a picklable one goes as itself
+    assert isinstance(sent, KeyError)

@@ -76,8 +76,9 @@ def _kill_after_checkpoint(proc, run_dir, min_iteration, timeout=240):
     pytest.fail("no checkpoint appeared in time")
 
 
-@pytest.mark.parametrize("args", [SINUSOID, NAVIGATION, NAVIGATION + ["--set", "maml.fisher_subsample=0.5"], PEARL],
-                         ids=["sinusoid", "navigation", "navigation_fisher_subsample", "pearl"])
+@pytest.mark.parametrize("args", [SINUSOID, NAVIGATION, NAVIGATION + ["--set", "maml.fisher_subsample=0.5"], PEARL,
+                                  NAVIGATION + ["--set", "collector.backend=process_pool", "--set", "collector.num_workers=2"]],
+                         ids=["sinusoid", "navigation", "navigation_fisher_subsample", "pearl", "navigation_process_pool"])
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, args):
     full = _train(args, tmp_path / "full")
     out, err = full.communicate(timeout=600)
@@ -234,17 +235,19 @@ gym.register("slowtest/SlowWalk-v0", entry_point=SlowWalk, max_episode_steps=10)
 """
 
 
-def test_ctrl_c_on_a_subproc_run_stops_cleanly_with_a_checkpoint(tmp_path):
-    """SIGINT to the whole process group, as a terminal's Ctrl-C sends it, while the subproc workers are
+@pytest.mark.parametrize("backend", ["subproc", "process_pool"])
+def test_ctrl_c_on_a_worker_process_run_stops_cleanly_with_a_checkpoint(tmp_path, backend):
+    """SIGINT to the whole process group, as a terminal's Ctrl-C sends it, while the worker processes are
     collecting (the env sleeps, so an iteration is nearly all collection): the iteration under way must
-    finish with the same workers and be checkpointed, with no error. The workers ignore SIGINT
-    (tests/test_subproc.py checks that alone); here they also inherit train's own handler by fork."""
+    finish with the same workers and be checkpointed, with no error. The workers (subproc: stepping envs;
+    process_pool: whole step loops) ignore SIGINT (tests/test_subproc.py checks that alone); here they also
+    inherit train's own handler by fork."""
     (tmp_path / "slow_walk_env.py").write_text(SLOW_WALK)
     args = ["experiments/navigation2d_maml.yaml", "--import", "slow_walk_env",
             "--set", "env.id=slowtest/SlowWalk-v0", "--set", "train.iterations=100000",
             "--set", "train.checkpoint_every=1", "--set", "train.keep_checkpoints=10",
             "--set", "train.show_progress=false", "--set", "maml.meta_batch_size=3", "--set", "maml.episodes_per_task=4",
-            "--set", "policy.hidden_sizes=[16]", "--set", "collector.backend=subproc"]
+            "--set", "policy.hidden_sizes=[16]", "--set", f"collector.backend={backend}"]
     cmd = [sys.executable, "-m", "metarl.cli", "train", *args, "--run-dir", str(tmp_path / "run")]
     path = [str(tmp_path), str(ROOT / "tests"), os.environ.get("PYTHONPATH")]  # the module and test_vector
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}

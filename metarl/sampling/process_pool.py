@@ -53,7 +53,7 @@ def _worker_main(conn, init_args: tuple, parent_ends: Sequence = ()) -> None:
         worker = CollectorWorker(*init_args)
         conn.send_bytes(pickle.dumps(("ok", worker.pid())))
     except Exception as err:  # reported by the driver as its own error
-        conn.send_bytes(pickle.dumps(("error", err)))
+        conn.send_bytes(_pickled_error(err))
         return
     while True:
         try:
@@ -65,13 +65,21 @@ def _worker_main(conn, init_args: tuple, parent_ends: Sequence = ()) -> None:
             worker.collector.close()
             return
         try:
-            answer = ("ok", worker.collect_columns(**share))
+            answer = pickle.dumps(("ok", worker.collect_columns(**share)), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as err:
-            answer = ("error", err)
+            answer = _pickled_error(err)
         try:
-            conn.send_bytes(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
+            conn.send_bytes(answer)
         except (BrokenPipeError, OSError):
             return
+
+
+def _pickled_error(err: Exception) -> bytes:
+    """("error", err) pickled; an exception that cannot be pickled goes as a RuntimeError with its text."""
+    try:
+        return pickle.dumps(("error", err))
+    except Exception:
+        return pickle.dumps(("error", RuntimeError(f"{type(err).__name__}: {err}")))
 
 
 class ProcessPoolCollector(TaskShareCollector):
@@ -192,7 +200,10 @@ class ProcessPoolCollector(TaskShareCollector):
 
     def __del__(self):
         if getattr(self, "_procs", None):
-            self.close()
+            try:
+                self.close()
+            except Exception:  # interpreter shutdown: the daemonic workers are ended by multiprocessing
+                pass
 
 
 class _Share(dict):

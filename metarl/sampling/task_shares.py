@@ -141,6 +141,7 @@ class TaskShareCollector(Collector):
         if device.type != "cpu":
             policy = copy.deepcopy(policy).cpu()
             params = None if params is None else {k: v.detach().cpu() for k, v in params.items()}
+            task_inputs = None if task_inputs is None else task_inputs.detach().cpu()
         policy_ref = self._shared(policy)
         shared_params = None
         if params is not None and not per_task_params:
