@@ -34,7 +34,7 @@ import warnings
 from typing import Sequence
 
 from metarl.sampling.task_shares import CollectorWorker, TaskShareCollector
-from metarl.sampling.vector import _death_hint, env_spec
+from metarl.sampling.vector import dead_worker_error, env_spec
 
 
 def _worker_main(conn, init_args: tuple, parent_ends: Sequence = ()) -> None:
@@ -150,12 +150,9 @@ class ProcessPoolCollector(TaskShareCollector):
         return value
 
     def _worker_died(self) -> ChildProcessError:
-        for p in self._procs:  # a worker whose pipe just closed may not have exited yet
-            p.join(timeout=1.0)
-        dead = [(p.pid, p.exitcode) for p in self._procs if not p.is_alive()]
+        error = dead_worker_error(self._procs, f"a process_pool collector worker of {self.env_id}")
         self.close()
-        return ChildProcessError(f"a process_pool collector worker of {self.env_id} died (pid, exit code: {dead}); "
-                                 f"{_death_hint([code for _, code in dead])}")
+        return error
 
     def _run_shares(self, policy, shares: list[dict]) -> list:
         if not self._conns:

@@ -258,12 +258,9 @@ class SubprocVectorEnv(ShareVectorEnv):
         return [value for _, value in answers]
 
     def _worker_died(self) -> ChildProcessError:
-        for p in self._procs:  # a worker whose pipe just closed may not have exited yet
-            p.join(timeout=1.0)
-        dead = [(p.pid, p.exitcode) for p in self._procs if not p.is_alive()]
+        error = dead_worker_error(self._procs, f"a subproc worker of {self.env_id}")
         self.close()
-        return ChildProcessError(f"a subproc worker of {self.env_id} died (pid, exit code: {dead}); "
-                                 f"{_death_hint([code for _, code in dead])}")
+        return error
 
     def run_share_loops(self, loops: Sequence) -> list:
         """Drive one step loop per worker (generators as :func:`run_loop` takes, loop w on share w's
@@ -437,6 +434,15 @@ def run_loop(venv: BatchedTaskEnv, loop, stop: threading.Event | None = None) ->
             call = loop.send(result)
         except StopIteration as stop:
             return stop.value
+
+
+def dead_worker_error(procs: Sequence, what: str) -> ChildProcessError:
+    """The error for a worker process found dead (its pipe closed): ``what`` died, with the pids and exit
+    codes of the dead among ``procs`` and what those codes suggest."""
+    for p in procs:  # a worker whose pipe just closed may not have exited yet
+        p.join(timeout=1.0)
+    dead = [(p.pid, p.exitcode) for p in procs if not p.is_alive()]
+    return ChildProcessError(f"{what} died (pid, exit code: {dead}); {_death_hint([code for _, code in dead])}")
 
 
 def _death_hint(exit_codes: list) -> str:
