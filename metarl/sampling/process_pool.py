@@ -18,15 +18,14 @@ to the bit; the same config on the same machine gives the same batches.
 
 Per collection the policy (a CPU copy) and each share's inputs go to the workers through pipes, and each
 share's batch comes back: a few MB for a paper-setting MAML collection, against seconds of stepping. A
-worker that dies (killed, out of memory) is one error line; the collection is lost, the driver's streams
-are not advanced (a resumed run repeats it). Workers ignore Ctrl-C (the driver decides what it means) and
+worker that dies (killed, out of memory) is one error line and closes the pool; the collection is lost,
+and a resumed run repeats it from the last checkpoint. Workers ignore Ctrl-C (the driver decides what it means) and
 end when the driver closes the collector or dies.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import multiprocessing.connection
 import os
 import pickle
 import signal
