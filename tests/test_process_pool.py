@@ -17,16 +17,14 @@ import numpy as np
 import pytest
 import torch
 
-from metarl.common.policies import RecurrentPolicy, make_policy, stack_params
-from metarl.envs.navigation import NavigationTask
+from metarl.common.policies import RecurrentPolicy, make_policy
 from metarl.sampling.collector import Collector, EpisodeBatch
 from metarl.sampling.process_pool import ProcessPoolCollector
+from test_ray_collector import NAV_TASKS, _policy, nav_calls  # the Ray backend's tasks, policies and calls
 
 NAV = "metarl/Navigation2D-v0"
 CHEETAH = "metarl/HalfCheetahVel-v0"
 BANDIT = "metarl/Bandit-v0"
-NAV_TASKS = [NavigationTask((0.1, 0.0)), NavigationTask((0.3, -0.2)), NavigationTask((-0.4, 0.45)),
-             NavigationTask((0.2, 0.4)), NavigationTask((-0.3, -0.1))]
 FLOAT_FIELDS = ("obs", "actions", "rewards", "log_probs", "policy_inputs", "final_obs")
 EXACT_FIELDS = ("valid", "dones", "timesteps", "task_index", "targets")
 
@@ -51,23 +49,11 @@ def _assert_equal(a: EpisodeBatch, b: EpisodeBatch):
         assert (x is None and y is None) or torch.equal(x, y), name
 
 
-def _policy(collector, hidden=(16,), seed=0):
-    torch.manual_seed(seed)
-    return make_policy(collector.observation_space, collector.action_space, collector.supervised, hidden,
-                       init_log_std=-0.5)
-
-
 def _obs_plus(space, extra: int):
     """``space`` widened by ``extra`` dimensions (the policy's input with per-task inputs appended)."""
     import gymnasium as gym
 
     return gym.spaces.Box(-np.inf, np.inf, (space.shape[0] + extra,), np.float32)
-
-
-def _per_task_params(policy, num_tasks, scale=0.3):
-    g = torch.Generator().manual_seed(1)
-    return stack_params([{k: v.detach() + scale * torch.randn(v.shape, generator=g) for k, v in policy.params().items()}
-                         for _ in range(num_tasks)])
 
 
 def test_same_seed_same_episodes_as_local_to_rounding():
@@ -76,16 +62,7 @@ def test_same_seed_same_episodes_as_local_to_rounding():
     try:
         assert len(set(pool.worker_pids())) == 2 and os.getpid() not in pool.worker_pids()
         policy = _policy(local)
-        params = _per_task_params(policy, 5)
-        shared = {k: v[0] for k, v in params.items()}
-        calls = [  # 5 tasks on 2 workers: shares of 3 and 2 tasks
-            dict(episodes_per_task=4),
-            dict(episodes_per_task=4, params=params, per_task_params=True),  # MAML post-update sampling
-            dict(episodes_per_task=4, params=shared),
-            dict(episodes_per_task=4, deterministic=True),
-            dict(episodes_per_task=4),  # the env streams went on across the calls above
-            dict(episodes_per_task=2),  # another batch size: streams of their own
-        ]
+        calls = nav_calls(policy)  # 5 tasks on 2 workers: shares of 3 and 2 tasks
         batches = []
         for kwargs in calls:
             got = pool.collect(policy, NAV_TASKS, **kwargs)
@@ -281,3 +258,27 @@ def test_an_error_that_cannot_be_pickled_reaches_the_driver_as_its_text():
     assert status == "error" and isinstance(sent, RuntimeError) and str(sent) == "ValueError: bad share"
     status, sent = pickle.loads(_pickled_error(KeyError("k")))  # a picklable one goes as itself
     assert isinstance(sent, KeyError)
+
+
+def test_bench_collect_times_the_pool_against_the_whole_batch_on_as_many_threads(monkeypatch):
+    # `metarl bench collect --backend process_pool --workers 2 --threads 2`: 2 workers x 2 stepping threads,
+    # and both references (the in-process whole batch, the open-loop limit) on the same 4 threads
+    from metarl import bench
+
+    seen = []
+    original = Collector.__init__
+
+    def init(self, *args, **kwargs):
+        seen.append((kwargs.get("backend"), kwargs.get("num_threads")))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Collector, "__init__", init)
+    monkeypatch.setattr(bench, "_single_env_rate", lambda *args, **kwargs: 1.0)
+    monkeypatch.setattr(bench, "_open_loop_limit", lambda venv, horizon, repeats: float(venv.num_threads))
+    out = bench.bench_collect(CHEETAH, num_tasks=2, episodes_per_task=2, repeats=1, backend="process_pool",
+                              num_workers=2, num_threads=2)
+    assert seen == [("process_pool", 2), ("native", 4)]  # the pool's driver, then the in-process whole batch
+    assert (out["workers"], out["threads_per_worker"]) == (2, 2)
+    assert out["open_loop_steps_per_s"] == 4.0
+    assert out["ratio"] == out["collector_steps_per_s"] / 4.0
+    assert out["shares_over_whole_batch"] == out["collector_steps_per_s"] / out["whole_batch_collector_steps_per_s"]

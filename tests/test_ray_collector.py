@@ -57,6 +57,21 @@ def _per_task_params(policy, num_tasks, scale=0.3):
                          for _ in range(num_tasks)])
 
 
+def nav_calls(policy) -> list[dict]:
+    """collect() arguments for NAV_TASKS, one of each kind, in an order whose later calls depend on the
+    env streams the earlier ones left (also used by tests/test_process_pool.py)."""
+    params = _per_task_params(policy, len(NAV_TASKS))
+    shared = {k: v[0] for k, v in params.items()}
+    return [
+        dict(episodes_per_task=4),
+        dict(episodes_per_task=4, params=params, per_task_params=True),  # MAML post-update sampling
+        dict(episodes_per_task=4, params=shared),
+        dict(episodes_per_task=4, deterministic=True),
+        dict(episodes_per_task=4),  # the env streams went on across the calls above
+        dict(episodes_per_task=2),  # another batch size: streams of their own
+    ]
+
+
 # ------------------------------------------------------------------------------ without Ray
 
 
@@ -203,16 +218,7 @@ def test_same_seed_same_batches_as_local(ray):
     remote = _ray_collector(NAV, seed=3, horizon=25)
     try:
         policy = _policy(local)
-        params = _per_task_params(policy, 5)
-        shared = {k: v[0] for k, v in params.items()}
-        calls = [  # 5 tasks on 2 actors: shares of 3 and 2 tasks
-            dict(episodes_per_task=4),
-            dict(episodes_per_task=4, params=params, per_task_params=True),  # MAML post-update sampling
-            dict(episodes_per_task=4, params=shared),
-            dict(episodes_per_task=4, deterministic=True),
-            dict(episodes_per_task=4),  # the env streams went on across the calls above
-            dict(episodes_per_task=2),  # another batch size: streams of their own
-        ]
+        calls = nav_calls(policy)  # 5 tasks on 2 actors: shares of 3 and 2 tasks
         batches = []
         for kwargs in calls:
             expected = local.collect(policy, NAV_TASKS, **kwargs)

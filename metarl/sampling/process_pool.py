@@ -33,7 +33,7 @@ import warnings
 from typing import Sequence
 
 from metarl.sampling.task_shares import CollectorWorker, TaskShareCollector
-from metarl.sampling.vector import dead_worker_error, env_spec
+from metarl.sampling.vector import dead_worker_error, env_spec, stop_workers
 
 
 def _worker_main(conn, init_args: tuple, parent_ends: Sequence = ()) -> None:
@@ -182,15 +182,7 @@ class ProcessPoolCollector(TaskShareCollector):
         return [p.pid for p in self._procs]
 
     def close(self) -> None:
-        for conn, proc in zip(self._conns, self._procs):
-            try:
-                conn.send_bytes(pickle.dumps(("close", None)))
-            except (BrokenPipeError, OSError):
-                pass
-            proc.join(timeout=10)
-            if proc.is_alive():
-                proc.terminate()
-            conn.close()
+        stop_workers(self._conns, self._procs, lambda conn: conn.send_bytes(pickle.dumps(("close", None))))
         self._conns, self._procs = [], []
         super().close()
 

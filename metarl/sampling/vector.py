@@ -301,16 +301,11 @@ class SubprocVectorEnv(ShareVectorEnv):
         return results
 
     def close(self):
-        for conn, proc in zip(self._conns, self._procs):
-            try:
-                conn.send(("close", None))
-                conn.recv()
-            except (BrokenPipeError, EOFError, OSError):
-                pass
-            proc.join(timeout=10)
-            if proc.is_alive():
-                proc.terminate()
-            conn.close()
+        def ask_to_close(conn):
+            conn.send(("close", None))
+            conn.recv()
+
+        stop_workers(self._conns, self._procs, ask_to_close)
         self._conns, self._procs = [], []
 
 
@@ -434,6 +429,20 @@ def run_loop(venv: BatchedTaskEnv, loop, stop: threading.Event | None = None) ->
             call = loop.send(result)
         except StopIteration as stop:
             return stop.value
+
+
+def stop_workers(conns: Sequence, procs: Sequence, ask_to_close) -> None:
+    """End worker processes: ``ask_to_close(conn)`` each (a worker already gone is skipped), then join each
+    for up to 10 s, terminate one still running, and close the driver's ends of the pipes."""
+    for conn, proc in zip(conns, procs):
+        try:
+            ask_to_close(conn)
+        except (BrokenPipeError, EOFError, OSError):
+            pass
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.terminate()
+        conn.close()
 
 
 def dead_worker_error(procs: Sequence, what: str) -> ChildProcessError:
