@@ -48,6 +48,7 @@ from metarl.evaluation.curves import (
     write_results,
 )
 from metarl.evaluation.plots import plot_regression_fits
+from metarl.sampling.backends import make_collector
 from metarl.sampling.collector import Collector
 from metarl.sampling.config import CollectorConfig, EnvConfig, torch_device
 from metarl.sampling.vector import horizon
@@ -179,18 +180,8 @@ def build_experiment(cfg: ExperimentConfig) -> Experiment:
         num_threads=cfg.collector.num_threads,
         rescale_actions=cfg.env.rescale_actions,
     )
-    if cfg.collector.backend == "ray":
-        from metarl.sampling.ray_collector import RayCollector
-
-        collector = RayCollector(cfg.env.id, num_workers=cfg.collector.num_workers, address=cfg.collector.address,
-                                 **collector_kwargs)
-    elif cfg.collector.backend == "process_pool":
-        from metarl.sampling.process_pool import ProcessPoolCollector
-
-        collector = ProcessPoolCollector(cfg.env.id, num_workers=cfg.collector.num_workers, **collector_kwargs)
-    else:
-        collector = Collector(cfg.env.id, backend=cfg.collector.backend, num_workers=cfg.collector.num_workers,
-                              **collector_kwargs)
+    collector = make_collector(cfg.env.id, backend=cfg.collector.backend, num_workers=cfg.collector.num_workers,
+                               address=cfg.collector.address, **collector_kwargs)
     init_seed = int(streams["init"].generate_state(1)[0])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
@@ -262,7 +253,11 @@ def load_run(run_dir: Path, checkpoint: int | None, overrides: Sequence[str] = (
     for item in overrides:
         cfg = set_by_path(cfg, *parse_override(item))
     validate_config(cfg)
-    exp = build_experiment(cfg)
+    # The loaded run's own collector never collects: evaluate, tune and the diagnostics build their own
+    # evaluation collectors (evaluation.curves.eval_collector, from cfg as it is). So it is built in this
+    # process: a Ray run does not start actors, nor a process_pool run fork idle workers, to be evaluated.
+    local = cfg.collector.backend in ("ray", "process_pool")
+    exp = build_experiment(replace(cfg, collector=replace(cfg.collector, backend="auto")) if local else cfg)
     try:
         state = load_latest_checkpoint(run_dir, checkpoint)
     except CheckpointError as err:

@@ -99,6 +99,31 @@ def test_curve_is_constant_and_measured_with_the_oracle_collector(trained):
     np.testing.assert_allclose(dist.mean.numpy(), sb3_dist.mean.numpy(), rtol=1e-6, atol=1e-7)
 
 
+def test_on_a_process_pool_the_oracle_twin_is_a_pool_that_scores_as_in_process(trained, monkeypatch):
+    """A process_pool run's evaluation: the oracle's task-in-observation twin is a pool of as many
+    workers and threads (the SB3 policy travels to the workers), and scores as the in-process one."""
+    from metarl.sampling.process_pool import ProcessPoolCollector
+
+    trainer, _, tasks, ev, _ = trained
+    twins = []
+    real_twin = trainer.oracle_collector
+
+    def spy(collector):
+        twins.append(real_twin(collector))
+        return twins[-1]
+
+    monkeypatch.setattr(trainer, "oracle_collector", spy)
+    pool = ProcessPoolCollector(NAV, seed=7, num_workers=2, num_threads=1)
+    try:
+        on_pool = trainer.adaptation_curve(tasks, pool, ev)
+    finally:
+        pool.close()
+    (twin,) = twins
+    assert isinstance(twin, ProcessPoolCollector) and twin.oracle
+    assert (twin.num_workers, twin.worker_threads, twin.seed) == (2, 1, 7)
+    in_process = trainer.adaptation_curve(tasks, Collector(NAV, seed=7), ev)
+    np.testing.assert_allclose(on_pool, in_process, rtol=1e-4, atol=1e-4)
+
 def test_state_round_trip_and_exact_continuation(trained):
     trainer, _, tasks, _, _ = trained
     rng = np.random.default_rng(3)

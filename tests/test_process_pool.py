@@ -282,3 +282,52 @@ def test_bench_collect_times_the_pool_against_the_whole_batch_on_as_many_threads
     assert out["open_loop_steps_per_s"] == 4.0
     assert out["ratio"] == out["collector_steps_per_s"] / 4.0
     assert out["shares_over_whole_batch"] == out["collector_steps_per_s"] / out["whole_batch_collector_steps_per_s"]
+
+
+def test_a_pool_run_evaluates_on_pools_that_score_as_auto(tmp_path, monkeypatch):
+    """`metarl evaluate` of a process_pool run collects every method's episodes on a pool of the run's
+    workers and threads (a Ray run's evaluation stays in this process), and its adaptation curves equal
+    the in-process backend's to rounding: same tasks, same noise, same per-task numbers."""
+    import csv
+
+    from metarl.common.config import dump_yaml
+    from metarl.evaluation.curves import eval_collector
+    from metarl.experiment import evaluate_run, load_config, load_run
+
+    pools = []
+    real_init = ProcessPoolCollector.__init__
+
+    def spy_init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        pools.append((self.num_workers, self.worker_threads, self.seed))
+
+    monkeypatch.setattr(ProcessPoolCollector, "__init__", spy_init)
+    per_task = {}
+    for backend in ("auto", "process_pool"):
+        cfg = load_config("experiments/navigation2d_maml.yaml", [
+            f"collector.backend={backend}", "collector.num_workers=2", "collector.num_threads=1",
+            "maml.episodes_per_task=2", "eval.tasks=4", "eval.steps=1", "policy.hidden_sizes=[16]"])
+        run_dir = tmp_path / backend
+        run_dir.mkdir()
+        (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+        summary = evaluate_run(run_dir)  # iteration 0: θ from the config's seed, as training starts
+        assert set(summary["curves"]) == {"maml", "random"}
+        with open(run_dir / "eval" / "adaptation_per_task.csv") as f:
+            per_task[backend] = sorted((r["method"], int(r["step"]), int(r["task"]), float(list(r.values())[3]))
+                                       for r in csv.DictReader(f))
+    assert pools and all(p == (2, 1, cfg.eval.seed) for p in pools)  # one pool per method, the eval seed
+    assert [r[:3] for r in per_task["auto"]] == [r[:3] for r in per_task["process_pool"]]
+    np.testing.assert_allclose([r[3] for r in per_task["process_pool"]], [r[3] for r in per_task["auto"]],
+                               rtol=1e-4, atol=1e-4)
+    ray_cfg = load_config("experiments/navigation2d_maml.yaml", ["collector.backend=ray"])
+    ray_eval = eval_collector(ray_cfg, ray_cfg.eval)
+    try:
+        assert type(ray_eval) is Collector and ray_eval.backend == "auto"  # no actors for an evaluation
+    finally:
+        ray_eval.close()
+    # A loaded run's own collector never collects: in-process for a Ray run or a pool run alike.
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "config.yaml").write_text(dump_yaml(ray_cfg))
+    for backend in ("ray", "process_pool"):
+        cfg, exp, _ = load_run(tmp_path / backend, None)
+        assert cfg.collector.backend == backend and type(exp.collector) is Collector, backend

@@ -265,9 +265,9 @@ class Collector:
     of this process, ``auto``'s choice for natively batched MuJoCo on two stepping threads,
     ``SHARED_STEPPING_MAX_THREADS``); ``ray`` is honoured by
     :class:`metarl.sampling.ray_collector.RayCollector` and ``process_pool`` by
-    :class:`metarl.sampling.process_pool.ProcessPoolCollector`; a plain Collector given either (e.g. the
-    in-process evaluation collector of such a run) uses ``auto``, which gives the same batches (to rounding
-    for ``process_pool``).
+    :class:`metarl.sampling.process_pool.ProcessPoolCollector` (:func:`metarl.sampling.backends.make_collector`
+    builds the class a backend names); a plain Collector given either uses ``auto``, which gives the same
+    batches (to rounding for ``process_pool``).
     """
 
     def __init__(

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from metarl.sampling.backends import evaluation_backend, make_collector
 from metarl.sampling.collector import Collector
 from metarl.common.distributions import Categorical, DiagGaussian
 
@@ -249,11 +250,15 @@ class OracleTrainer:
 
     # ------------------------------------------------------------------ evaluation
     def oracle_collector(self, collector: Collector) -> Collector:
-        """The task-in-observation twin of ``collector`` (same env, seed, backend, horizon)."""
-        return Collector(
-            collector.env_id, seed=collector.seed, backend=collector.backend,
+        """The task-in-observation twin of ``collector`` (same env, seed, horizon and backend: a process
+        pool's twin is a pool of as many workers and threads; Ray's is in this process, as for every
+        evaluation collector)."""
+        backend = evaluation_backend(collector.backend)
+        return make_collector(
+            collector.env_id, backend=backend, num_workers=collector.num_workers, seed=collector.seed,
             env_kwargs=collector.env_kwargs, horizon=collector.horizon, oracle=True,
             rescale_actions=collector.rescale_actions,
+            num_threads=collector.num_threads if backend == "process_pool" else None,
         )
 
     def adaptation_curve(self, tasks: Sequence, collector: Collector, ev) -> np.ndarray:
