@@ -47,24 +47,15 @@ def bench_collect(env_id: str = "metarl/HalfCheetahVel-v0", num_tasks: int = 40,
     """Closed-loop collection vs one Gymnasium env in a loop, and vs the open-loop physics limit (MuJoCo
     envs), for the same batch. ``num_workers``: processes of ``backend`` subproc (and Ray actors);
     ``num_threads``: MuJoCo's stepping threads (``collector.num_threads``; None: all cores)."""
+    from metarl.sampling.backends import make_collector
     from metarl.sampling.collector import Collector
     from metarl.common.policies import make_policy
     from metarl.sampling.vector import ThreadedVectorEnv, make_vector_env
 
-    if backend == "ray":
-        # Ray actors (collector.num_workers' default, 2) on the cluster in RAY_ADDRESS, else a local Ray
-        from metarl.sampling.ray_collector import RayCollector
-
-        collector = RayCollector(env_id, seed=0, env_kwargs=env_kwargs, num_workers=num_workers)
-    elif backend == "process_pool":
-        from metarl.sampling.process_pool import ProcessPoolCollector
-
-        # --threads: stepping threads of each worker (None: the cores divided among the workers)
-        collector = ProcessPoolCollector(env_id, seed=0, env_kwargs=env_kwargs, num_workers=num_workers,
-                                         num_threads=num_threads)
-    else:
-        collector = Collector(env_id, seed=0, backend=backend, env_kwargs=env_kwargs, num_workers=num_workers,
-                              num_threads=num_threads)
+    # ray: actors on the cluster in RAY_ADDRESS, else a local Ray; process_pool: --threads are each worker's
+    # stepping threads (None: the cores divided among the workers)
+    collector = make_collector(env_id, backend=backend, num_workers=num_workers, seed=0, env_kwargs=env_kwargs,
+                               num_threads=num_threads)
     tasks = collector.sample_tasks(num_tasks, np.random.default_rng(0))
     policy = make_policy(collector.observation_space, collector.action_space, collector.supervised, hidden_sizes)
     collector.collect(policy, tasks, episodes_per_task)  # warm-up: builds the vector env and thread pool
