@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from metarl.sampling.backends import evaluation_backend, make_collector
+from metarl.sampling.backends import make_evaluation_collector
 from metarl.sampling.collector import Collector
 from metarl.evaluation.plots import plot_curves, plot_curves_by_group
 
@@ -213,17 +213,12 @@ def write_rate_results(out_dir: Path, key: str, curves: dict[str, np.ndarray], t
 
 
 def eval_collector(cfg, ev) -> Collector:
-    """A fresh evaluation collector (seed ``ev.seed``) on the run's backend (:func:`evaluation_backend`:
-    a Ray run evaluates in this process).
-
-    Every method gets a fresh collector with the same seed: common random numbers across methods. A
-    process pool's ``collector.num_threads`` are each worker's (None: the cores divided among the
-    workers); the in-process backends step on every core (None), whatever the training collector used.
-    """
-    backend = evaluation_backend(cfg.collector.backend)
-    return make_collector(cfg.env.id, backend=backend, num_workers=cfg.collector.num_workers, seed=ev.seed,
-                          env_kwargs=cfg.env.kwargs, horizon=cfg.env.horizon, rescale_actions=cfg.env.rescale_actions,
-                          num_threads=cfg.collector.num_threads if backend == "process_pool" else None)
+    """A fresh evaluation collector (seed ``ev.seed``) on the run's backend (see
+    :func:`~metarl.sampling.backends.make_evaluation_collector`: a Ray run evaluates in this process).
+    Every method gets a fresh collector with the same seed: common random numbers across methods."""
+    return make_evaluation_collector(cfg.env.id, backend=cfg.collector.backend, num_workers=cfg.collector.num_workers,
+                                     num_threads=cfg.collector.num_threads, seed=ev.seed, env_kwargs=cfg.env.kwargs,
+                                     horizon=cfg.env.horizon, rescale_actions=cfg.env.rescale_actions)
 
 
 #: gradient steps shown in the regression-fit figure (the MAML paper's Figure 2: before, 1 and 10 steps)

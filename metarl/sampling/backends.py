@@ -27,8 +27,13 @@ def make_collector(env_id: str, *, backend: str = "auto", num_workers: int = 2, 
     return Collector(env_id, backend=backend, num_workers=num_workers, **kwargs)
 
 
-def evaluation_backend(backend: str) -> str:
-    """The backend of the evaluation collectors of a run on ``backend``: the same, except that a Ray run
-    evaluates in this process (``auto``: the same batches; each method and each periodic meta-test gets a
-    fresh collector, which on Ray would be a fresh set of actors each time)."""
-    return "auto" if backend == "ray" else backend
+def make_evaluation_collector(env_id: str, *, backend: str, num_workers: int, num_threads: int | None,
+                              **kwargs) -> Collector:
+    """A collector for evaluating a run trained on ``backend`` (its ``collector.num_workers`` and
+    ``collector.num_threads``): the same backend, except that a Ray run evaluates in this process with
+    ``auto`` (the same batches; each method and each periodic meta-test gets a fresh collector, which on
+    Ray would be a fresh set of actors each time). A pool keeps the run's threads per worker (None: the
+    cores divided among the workers); in-process backends step on every core, whatever the run used."""
+    backend = "auto" if backend == "ray" else backend
+    return make_collector(env_id, backend=backend, num_workers=num_workers,
+                          num_threads=num_threads if backend == "process_pool" else None, **kwargs)

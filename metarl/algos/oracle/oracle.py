@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from metarl.sampling.backends import evaluation_backend, make_collector
+from metarl.sampling.backends import make_evaluation_collector
 from metarl.sampling.collector import Collector
 from metarl.common.distributions import Categorical, DiagGaussian
 
@@ -253,12 +253,10 @@ class OracleTrainer:
         """The task-in-observation twin of ``collector`` (same env, seed, horizon and backend: a process
         pool's twin is a pool of as many workers and threads; Ray's is in this process, as for every
         evaluation collector)."""
-        backend = evaluation_backend(collector.backend)
-        return make_collector(
-            collector.env_id, backend=backend, num_workers=collector.num_workers, seed=collector.seed,
-            env_kwargs=collector.env_kwargs, horizon=collector.horizon, oracle=True,
-            rescale_actions=collector.rescale_actions,
-            num_threads=collector.num_threads if backend == "process_pool" else None,
+        return make_evaluation_collector(
+            collector.env_id, backend=collector.backend, num_workers=collector.num_workers,
+            num_threads=collector.num_threads, seed=collector.seed, env_kwargs=collector.env_kwargs,
+            horizon=collector.horizon, oracle=True, rescale_actions=collector.rescale_actions,
         )
 
     def adaptation_curve(self, tasks: Sequence, collector: Collector, ev) -> np.ndarray:
