@@ -315,7 +315,8 @@ def test_a_pool_run_evaluates_on_pools_that_score_as_auto(tmp_path, monkeypatch)
         with open(run_dir / "eval" / "adaptation_per_task.csv") as f:
             per_task[backend] = sorted((r["method"], int(r["step"]), int(r["task"]), float(list(r.values())[3]))
                                        for r in csv.DictReader(f))
-    assert pools and all(p == (2, 1, cfg.eval.seed) for p in pools)  # one pool per method, the eval seed
+    # the pools of the test-task draw and of each method: the run's workers and threads, the evaluation seed
+    assert len(pools) == 3 and all(p == (2, 1, cfg.eval.seed) for p in pools)
     assert [r[:3] for r in per_task["auto"]] == [r[:3] for r in per_task["process_pool"]]
     np.testing.assert_allclose([r[3] for r in per_task["process_pool"]], [r[3] for r in per_task["auto"]],
                                rtol=1e-4, atol=1e-4)
