@@ -16,14 +16,7 @@ mkdir -p "$OUT" "$RUNS"
 export PYTHONUNBUFFERED=1
 LOG="$OUT/log"
 
-step() {  # step SECONDS COMMAND...: the command's output and exit status into the log
-    local limit=$1
-    shift
-    echo "== $*" >>"$LOG"
-    local start=$SECONDS
-    timeout "$limit" "$@" >>"$LOG" 2>&1
-    echo "rc $? in $((SECONDS - start)) s" >>"$LOG"
-}
+source "$(dirname "$0")/device_step.sh"  # step SECONDS COMMAND...
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >>"$LOG" 2>&1
 $PY -c "import os, torch, mujoco, gymnasium; print('torch', torch.__version__, torch.cuda.get_device_name(0), \

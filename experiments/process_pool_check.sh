@@ -18,14 +18,7 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 LOG="$OUT/log"
 
-step() {  # step SECONDS COMMAND...: the command's output and exit status into the log
-    local limit=$1
-    shift
-    echo "== $*" >>"$LOG"
-    local start=$SECONDS
-    timeout "$limit" "$@" >>"$LOG" 2>&1
-    echo "rc $? in $((SECONDS - start)) s" >>"$LOG"
-}
+source "$(dirname "$0")/device_step.sh"  # step SECONDS COMMAND...
 
 git log -1 --format='commit %H %s' >>"$LOG" 2>&1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >>"$LOG" 2>&1

@@ -1,5 +1,6 @@
 """Test-session settings."""
 
+import pytest
 import torch
 
 import simulated_blas
@@ -14,3 +15,24 @@ torch.set_num_threads(1)
 # e.g. the CLI's, do not load this file and run unpatched).
 if simulated_blas.enabled():
     simulated_blas.install()
+
+
+@pytest.fixture
+def bench_collect_untimed(monkeypatch):
+    """metarl.bench with its slow references stubbed (the single-env rate 1.0, the open-loop limit the
+    number of threads it steps on) and every Collector built recorded as (backend, num_threads): for tests
+    of which collectors and threads `metarl bench collect` sets up. Yields (bench module, that list)."""
+    from metarl import bench
+    from metarl.sampling.collector import Collector
+
+    built = []
+    original = Collector.__init__
+
+    def init(self, *args, **kwargs):
+        built.append((kwargs.get("backend"), kwargs.get("num_threads")))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Collector, "__init__", init)
+    monkeypatch.setattr(bench, "_single_env_rate", lambda *args, **kwargs: 1.0)
+    monkeypatch.setattr(bench, "_open_loop_limit", lambda venv, horizon, repeats: float(venv.num_threads))
+    yield bench, built

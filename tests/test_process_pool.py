@@ -20,7 +20,8 @@ import torch
 from metarl.common.policies import RecurrentPolicy, make_policy
 from metarl.sampling.collector import Collector, EpisodeBatch
 from metarl.sampling.process_pool import ProcessPoolCollector
-from test_ray_collector import NAV_TASKS, _policy, nav_calls  # the Ray backend's tasks, policies and calls
+# the Ray backend's tasks, policies, calls and training-iteration scaffold
+from test_ray_collector import NAV_TASKS, SMALL, _policy, nav_calls, one_iteration
 
 NAV = "metarl/Navigation2D-v0"
 CHEETAH = "metarl/HalfCheetahVel-v0"
@@ -221,22 +222,11 @@ def test_unknown_env_fails_before_forking():
 def test_a_training_iteration_on_the_pool_takes_autos_step():
     """collector.backend=process_pool through the config: a MAML iteration takes the in-process
     backend's step, up to what rounding does to a TRPO step."""
-    from metarl.experiment import build_experiment, load_config
-
-    overrides = ["env.horizon=20", "collector.num_workers=2", "maml.meta_batch_size=4", "maml.episodes_per_task=4",
-                 "policy.hidden_sizes=[16]"]
+    overrides = ["env.horizon=20", "collector.num_workers=2", *SMALL["maml"]]
     params = {}
     for backend in ("auto", "process_pool"):
-        exp = build_experiment(load_config("experiments/navigation2d_maml.yaml",
-                                           overrides + [f"collector.backend={backend}"]))
-        try:
-            assert isinstance(exp.collector, ProcessPoolCollector) == (backend == "process_pool")
-            before = {k: v.detach().clone() for k, v in exp.policy.params().items()}
-            exp.algo.train_iteration(exp.task_rng)
-            params[backend] = {k: v.detach().clone() for k, v in exp.policy.params().items()}
-            assert any(not torch.allclose(before[k], params[backend][k]) for k in before)  # the update moved θ
-        finally:
-            exp.collector.close()
+        before, params[backend] = one_iteration("navigation2d_maml", overrides, backend, ProcessPoolCollector)
+        assert any(not torch.allclose(before[k], params[backend][k]) for k in before)  # the update moved θ
     # Not to rounding: truncated CG on an ill-conditioned Fisher turns last-bit differences of the batch
     # into steps a few percent apart (README, reproducibility; experiments/ulp_sensitivity.py). Both
     # backends must take the same step up to that: a small fraction of the step itself.
@@ -260,21 +250,10 @@ def test_an_error_that_cannot_be_pickled_reaches_the_driver_as_its_text():
     assert isinstance(sent, KeyError)
 
 
-def test_bench_collect_times_the_pool_against_the_whole_batch_on_as_many_threads(monkeypatch):
+def test_bench_collect_times_the_pool_against_the_whole_batch_on_as_many_threads(bench_collect_untimed):
     # `metarl bench collect --backend process_pool --workers 2 --threads 2`: 2 workers x 2 stepping threads,
     # and both references (the in-process whole batch, the open-loop limit) on the same 4 threads
-    from metarl import bench
-
-    seen = []
-    original = Collector.__init__
-
-    def init(self, *args, **kwargs):
-        seen.append((kwargs.get("backend"), kwargs.get("num_threads")))
-        original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Collector, "__init__", init)
-    monkeypatch.setattr(bench, "_single_env_rate", lambda *args, **kwargs: 1.0)
-    monkeypatch.setattr(bench, "_open_loop_limit", lambda venv, horizon, repeats: float(venv.num_threads))
+    bench, seen = bench_collect_untimed
     out = bench.bench_collect(CHEETAH, num_tasks=2, episodes_per_task=2, repeats=1, backend="process_pool",
                               num_workers=2, num_threads=2)
     assert seen == [("process_pool", 2), ("native", 4)]  # the pool's driver, then the in-process whole batch

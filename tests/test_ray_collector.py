@@ -415,23 +415,30 @@ SMALL = {
 }
 
 
+def one_iteration(config: str, overrides: list[str], backend: str, collector_class: type):
+    """(θ before, θ after) one training iteration of ``experiments/{config}.yaml`` on ``backend``, whose
+    collector must be a ``collector_class`` exactly when the backend is not ``auto``."""
+    from metarl.experiment import build_experiment, load_config
+
+    exp = build_experiment(load_config(f"experiments/{config}.yaml", overrides + [f"collector.backend={backend}"]))
+    try:
+        assert isinstance(exp.collector, collector_class) == (backend != "auto")
+        before = {k: v.detach().clone() for k, v in exp.policy.params().items()}
+        exp.algo.train_iteration(exp.task_rng)
+        return before, {k: v.detach().clone() for k, v in exp.policy.params().items()}
+    finally:
+        exp.collector.close()
+
+
 @pytest.mark.parametrize("config", ["navigation2d_maml", "navigation2d_promp", "navigation2d_pearl"])
 def test_training_iteration_on_ray_equals_local(ray, config):
-    from metarl.experiment import build_experiment, load_config
     from metarl.sampling.ray_collector import RayCollector
 
     overrides = ["env.horizon=20", "collector.num_workers=2", *SMALL["pearl" if "pearl" in config else "maml"]]
     params = {}
     for backend in ("auto", "ray"):
-        exp = build_experiment(load_config(f"experiments/{config}.yaml", overrides + [f"collector.backend={backend}"]))
-        try:
-            assert isinstance(exp.collector, RayCollector) == (backend == "ray")
-            before = {k: v.detach().clone() for k, v in exp.policy.params().items()}
-            exp.algo.train_iteration(exp.task_rng)
-            params[backend] = {k: v.detach().clone() for k, v in exp.policy.params().items()}
-            assert any(not torch.equal(before[k], params[backend][k]) for k in before)  # the update moved θ
-        finally:
-            exp.collector.close()
+        before, params[backend] = one_iteration(config, overrides, backend, RayCollector)
+        assert any(not torch.equal(before[k], params[backend][k]) for k in before)  # the update moved θ
     for k in params["auto"]:
         assert torch.equal(params["auto"][k], params["ray"][k]), k
 

@@ -201,20 +201,9 @@ def test_subproc_shares_equal_the_whole_batch_with_per_task_parameters():
     assert whole_states == shared_states
 
 
-def test_bench_collect_steps_on_the_threads_asked(monkeypatch):
+def test_bench_collect_steps_on_the_threads_asked(bench_collect_untimed):
     # `metarl bench collect --threads N` steps MuJoCo on N threads, and times the whole batch on the same N
-    from metarl import bench
-
-    seen = []
-    original = Collector.__init__
-
-    def init(self, *args, **kwargs):
-        seen.append((kwargs.get("backend"), kwargs.get("num_threads")))
-        original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Collector, "__init__", init)
-    monkeypatch.setattr(bench, "_single_env_rate", lambda *args, **kwargs: 1.0)
-    monkeypatch.setattr(bench, "_open_loop_limit", lambda venv, horizon, repeats: float(venv.num_threads))
+    bench, seen = bench_collect_untimed
     out = bench.bench_collect(CHEETAH_VEL, num_tasks=2, episodes_per_task=2, repeats=1, backend="threads", num_threads=3)
     assert seen == [("threads", 3), ("native", 3)]
     assert out["open_loop_steps_per_s"] == 3.0  # the open-loop reference on the same 3 threads
